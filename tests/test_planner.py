@@ -1,0 +1,157 @@
+"""The planner is a pure function of the fingerprint: test it on hand-made fingerprints."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+
+from uadnet.planning.hardware import HardwareInfo
+from uadnet.planning.planner import fullres_target_spacing, network_topology, plan_experiment
+from uadnet.plans import Plans, PlansError
+
+CPU = HardwareInfo(device="cpu", bf16=False, num_cpus=2, memory_gb=24, gflops=100)
+GPU = HardwareInfo(device="cuda", bf16=True, num_cpus=16, memory_gb=80, gflops=20000)
+
+
+def fingerprint(spacings, shapes, names=("T1",), ending=".nii.gz", extent=None, stats=None):
+    spacings, shapes = np.asarray(spacings, float), np.asarray(shapes, float)
+    extent = extent if extent is not None else np.median(shapes * spacings, 0)
+    cases = [{"identifier": f"c{i}", "spacing": list(s), "shape_before_crop": [int(v) for v in sh],
+              "shape_after_crop": [int(v) for v in sh], "foreground_extent_mm": list(s * sh)}
+             for i, (s, sh) in enumerate(zip(spacings, shapes))]
+    stats = stats or {"mean": 100.0, "std": 10.0, "min": 0.0, "max": 300.0, "percentile_00_5": 5.0,
+                      "percentile_02_0": 10.0, "percentile_98_0": 250.0, "percentile_99_5": 280.0}
+    scheme = "rgb" if ending == ".png" else "percentile"
+    return {
+        "dataset_name": "Dataset001_Test", "channel_names": {str(i): n for i, n in enumerate(names)},
+        "file_ending": ending, "num_cases": len(cases), "is_2d": bool(all(shapes[:, 0] == 1)),
+        "median_spacing": np.median(spacings, 0).tolist(), "median_shape_after_crop": np.median(shapes, 0).tolist(),
+        "median_foreground_extent_mm": list(extent), "median_foreground_fraction": 0.5, "foreground_methods": ["nonzero"],
+        "intensity_statistics": {str(i): dict(stats) for i in range(len(names))},
+        "intensity_codebook": {str(i): {"normalization": "ct" if n == "CT" else scheme,
+                                        "centroids": [0.1, 0.3, 0.5, 0.7, 0.9]} for i, n in enumerate(names)},
+        "cases": cases,
+    }
+
+
+def brain_1mm(n=20):
+    rng = np.random.default_rng(0)
+    return fingerprint([[1.0, 1.0, 1.0]] * n, rng.integers(135, 150, size=(n, 3)) + [0, 30, 0])
+
+
+def check_topology(cfg):
+    net = cfg.network
+    assert len(net.features_per_stage) == len(net.kernel_sizes) == len(net.strides)
+    total = np.prod(net.strides, axis=0)
+    assert all(p % t == 0 for p, t in zip(cfg.patch_size, total)), "patch must divide by the total downsampling"
+    smallest = np.asarray(cfg.patch_size) / total
+    assert smallest.min() >= 4
+    assert len(cfg.patch_size) == cfg.dim
+
+
+def test_isotropic_brain_gets_2d_and_3d_and_reference_corruption_sizes():
+    plans = plan_experiment(brain_1mm(), CPU)
+    assert set(plans.configurations) == {"2d", "3d"}
+    assert plans.default_configuration == "2d"
+    assert plans.transpose_forward == [0, 1, 2]
+    assert plans.configurations["3d"].spacing == [1.0, 1.0, 1.0]
+    for cfg in plans.configurations.values():
+        check_topology(cfg)
+    # the reference 10-44 mm scales with a ~140 mm brain extent
+    lo, hi = plans.corruption.shape_size_mm
+    assert 8.5 < lo < 10.5 and 38 < hi < 44
+    # CPU: a 2D slice larger than 128^2 is coarsened in plane (by at most 2x) to see whole slices
+    cfg2d = plans.configurations["2d"]
+    assert 1.0 < cfg2d.spacing[1] <= 2.0 and np.prod(cfg2d.patch_size) <= 144 * 144
+    assert plans.compute.precision == "fp32"
+    assert plans.methods.cold_ensemble.severities == [0.2, 0.4, 0.6, 0.8]
+    assert plans.methods.synomaly.sign == -1  # T1: lesions typically hypointense
+
+
+def test_gpu_plans_are_bigger_and_use_bf16():
+    cpu, gpu = plan_experiment(brain_1mm(), CPU), plan_experiment(brain_1mm(), GPU)
+    assert np.prod(gpu.configurations["3d"].patch_size) > np.prod(cpu.configurations["3d"].patch_size)
+    assert gpu.configurations["2d"].spacing[1:] == [1.0, 1.0]  # no coarsening on a GPU
+    assert gpu.compute.precision == "bf16"
+    assert gpu.configurations["2d"].training.time_budget_minutes is None
+    assert gpu.configurations["2d"].training.iterations == 100_000
+
+
+def test_anisotropic_data_is_transposed_and_only_2d():
+    # coarse axis stored last (x): 0.8 x 0.8 x 5 mm, (z, y, x) = (256, 256, 24) voxels
+    fp = fingerprint([[0.8, 0.8, 5.0]] * 10, [[200, 220, 24]] * 10)
+    plans = plan_experiment(fp, CPU)
+    assert plans.transpose_forward == [2, 0, 1]
+    assert plans.transpose_backward == [1, 2, 0]
+    assert set(plans.configurations) == {"2d"}
+    assert plans.original_median_spacing == [5.0, 0.8, 0.8]
+    check_topology(plans.configurations["2d"])
+
+
+def test_nnunet_anisotropy_rule_uses_10th_percentile_of_the_coarse_axis():
+    z = np.array([3.0, 4.0, 5.0, 5.0, 5.0, 6.0, 6.0, 5.0, 5.0, 5.0])
+    spacings = np.stack([z, np.full(10, 0.7), np.full(10, 0.7)], 1)
+    shapes = np.tile([30, 300, 300], (10, 1))
+    target = fullres_target_spacing(spacings, shapes)
+    assert target[0] == pytest.approx(np.percentile(z, 10))
+    assert target[1:] == [0.7, 0.7]
+    # not enough voxels difference → median kept
+    target = fullres_target_spacing(spacings, np.tile([200, 300, 300], (10, 1)))
+    assert target[0] == 5.0
+
+
+def test_2d_photographs_and_ct_normalisation():
+    plans = plan_experiment(fingerprint([[999.0, 1.0, 1.0]] * 5, [[1, 300, 400]] * 5, names=("R", "G", "B"),
+                                        ending=".png"), CPU)
+    assert set(plans.configurations) == {"2d"}
+    assert [n.scheme for n in plans.normalization] == ["rgb"] * 3
+    assert plans.corruption.shape_size_mm[1] == pytest.approx(44 * 300 / 150, rel=0.01)
+    ct = plan_experiment(fingerprint([[2.0, 0.8, 0.8]] * 5, [[100, 400, 400]] * 5, names=("CT",)), CPU)
+    n = ct.normalization[0]
+    assert (n.scheme, n.low, n.high) == ("ct", 5.0, 280.0)
+
+
+def test_network_topology_stops_pooling_small_and_coarse_axes():
+    strides, kernels, patch = network_topology([20, 128, 128], [5.0, 1.0, 1.0])
+    assert strides[1] == [1, 2, 2]  # the 5 mm axis is not pooled while it is much coarser
+    assert kernels[0] == [1, 3, 3]
+    assert patch[1] % np.prod(strides, 0)[1] == 0
+    strides, _, patch = network_topology([9, 9], [1.0, 1.0])
+    assert strides == [[1, 1], [2, 2]] and patch == [10, 10]
+
+
+def test_budgets_shape_the_plans():
+    fp = brain_1mm()
+    small = plan_experiment(fp, CPU, memory_target_gb=0.1)
+    big = plan_experiment(fp, CPU, memory_target_gb=8)
+    assert small.configurations["2d"].batch_size < big.configurations["2d"].batch_size
+    assert np.prod(small.configurations["3d"].patch_size) < np.prod(big.configurations["3d"].patch_size)
+    short = plan_experiment(fp, CPU, time_budget_minutes=20).configurations["2d"].training
+    long = plan_experiment(fp, CPU, time_budget_minutes=200).configurations["2d"].training
+    assert long.iterations > short.iterations
+    assert long.iterations == pytest.approx(10 * short.iterations, rel=0.05)
+
+
+def test_planner_is_pure_and_plans_round_trip_through_json(tmp_path):
+    fp = brain_1mm()
+    before = copy.deepcopy(fp)
+    a, b = plan_experiment(fp, CPU), plan_experiment(fp, CPU)
+    assert fp == before
+    assert a == b
+    a.save(tmp_path / "plans.json")
+    assert Plans.load(tmp_path / "plans.json") == a
+    d = json.loads((tmp_path / "plans.json").read_text())
+    d["configurations"]["2d"]["patch_size"] = [64, 64]  # a hand edit is honoured
+    assert Plans.from_dict(d).configuration("2d").patch_size == [64, 64]
+    d["configurations"]["2d"]["pacth_size"] = [1]
+    with pytest.raises(PlansError, match="pacth_size"):
+        Plans.from_dict(d)
+    d = a.to_dict()
+    d["corruption"]["shape_size_mm"] = "big"
+    with pytest.raises(PlansError, match="corruption.shape_size_mm"):
+        Plans.from_dict(d)
+    with pytest.raises(PlansError, match="'3d' is not|configuration '4d'"):
+        a.configuration("4d")

@@ -1,0 +1,66 @@
+"""``uadnet_plan_and_preprocess -d ID [ID ...]``: integrity check, fingerprint, plans, preprocessing, splits."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from uadnet import paths
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="uadnet_plan_and_preprocess",
+        description="Fingerprint a raw dataset of healthy cases, write editable plans (uadnet_plans.json) and "
+                    "preprocess the training cases. Re-running reuses finished work.")
+    p.add_argument("-d", "--dataset", nargs="+", required=True, help="dataset id(s) (e.g. 1) or name(s)")
+    p.add_argument("--verify_dataset_integrity", action="store_true",
+                   help="check every file first and list all problems (recommended for a new dataset)")
+    p.add_argument("-c", "--configurations", nargs="+", default=None,
+                   help="configurations to preprocess (default: every planned one: 2d, and 3d when planned)")
+    p.add_argument("-np", "--num_processes", type=int, default=2, help="worker processes (default 2)")
+    p.add_argument("--memory_target_gb", type=float, default=None,
+                   help="training memory target per configuration (default: 4 on CPU, 8 on GPU)")
+    p.add_argument("--time_budget_minutes", type=float, default=-1.0,
+                   help="training time budget the plans size training for (default: 20 on CPU, none on GPU; "
+                        "0 means none)")
+    p.add_argument("--device", choices=["cpu", "cuda", "mps"], default=None,
+                   help="plan for this device (default: cuda if available, else cpu)")
+    p.add_argument("--overwrite_plans", action="store_true", help="re-plan even if uadnet_plans.json exists")
+    p.add_argument("--clean", action="store_true", help="recompute the fingerprint even if it exists")
+    p.add_argument("--no_preprocessing", action="store_true", help="only fingerprint and plan")
+    p.add_argument("--disable_progress_bar", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from uadnet.dataset.integrity import DatasetIntegrityError, check_dataset_integrity
+    from uadnet.planning.hardware import detect_hardware
+    from uadnet.planning.plan_and_preprocess import plan_and_preprocess_dataset
+
+    budget = None if args.time_budget_minutes == 0 else args.time_budget_minutes
+    hardware = None
+    failed = False
+    for d in args.dataset:
+        try:
+            name = paths.resolve_dataset_name(d)
+            if args.verify_dataset_integrity:
+                check_dataset_integrity(paths.raw_folder() / name, args.num_processes, args.disable_progress_bar)
+                print(f"[{name}] dataset integrity: OK")
+            if hardware is None:
+                hardware = detect_hardware(args.device)
+            plan_and_preprocess_dataset(name, [] if args.no_preprocessing else args.configurations,
+                                        args.num_processes, hardware, args.memory_target_gb, budget,
+                                        args.overwrite_plans, args.clean, args.disable_progress_bar)
+        except DatasetIntegrityError as e:
+            print(f"\n{e}", file=sys.stderr)
+            failed = True
+        except (paths.PathError, FileNotFoundError, ValueError, RuntimeError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            failed = True
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The raw dataset folder: ``dataset.json``, case listing and the integrity check."""

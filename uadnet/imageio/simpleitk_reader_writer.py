@@ -1,0 +1,139 @@
+"""SimpleITK for NIfTI, NRRD, MetaImage and DICOM (a single file or a folder holding one series)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from uadnet.imageio.base_reader_writer import (
+    DUMMY_SLICE_SPACING,
+    BaseReaderWriter,
+    ImageReadError,
+    PathLike,
+    Properties,
+)
+
+GEOMETRY_TOLERANCE = 1e-3  # relative for spacing, absolute (mm) for origin, absolute for direction cosines
+
+
+def geometry_mismatch(a: dict, b: dict) -> str | None:
+    """Describe how two ``properties["sitk"]`` geometries differ, or ``None`` if they agree."""
+    if a["size"] != b["size"]:
+        return f"size {a['size']} vs {b['size']}"
+    if not np.allclose(a["spacing"], b["spacing"], rtol=GEOMETRY_TOLERANCE, atol=0):
+        return f"spacing {a['spacing']} vs {b['spacing']}"
+    if not np.allclose(a["origin"], b["origin"], rtol=0, atol=GEOMETRY_TOLERANCE):
+        return f"origin {a['origin']} vs {b['origin']}"
+    if not np.allclose(a["direction"], b["direction"], rtol=0, atol=GEOMETRY_TOLERANCE):
+        return f"direction {a['direction']} vs {b['direction']}"
+    return None
+
+
+def _read_sitk(path: PathLike) -> sitk.Image:
+    path = Path(path)
+    reader: sitk.ImageSeriesReader | sitk.ImageFileReader
+    if path.is_dir():  # a DICOM series
+        reader = sitk.ImageSeriesReader()
+        series = reader.GetGDCMSeriesIDs(str(path))
+        if not series:
+            raise ImageReadError(f"{path}: folder holds no DICOM series. Put the .dcm files of one series there.")
+        if len(series) > 1:
+            raise ImageReadError(f"{path}: folder holds {len(series)} DICOM series; keep one series per folder.")
+        reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(path), series[0]))
+    elif not path.exists():
+        raise ImageReadError(f"{path}: file does not exist.")
+    else:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+    try:
+        return reader.Execute()
+    except RuntimeError as e:  # the first line only says where in SimpleITK it failed; the last one says why
+        why = str(e).strip().splitlines()[-1] if str(e).strip() else "unknown error"
+        raise ImageReadError(f"{path}: SimpleITK cannot read it ({why}). Re-export the file.") from e
+
+
+class SimpleITKIO(BaseReaderWriter):
+    """Medical volumes through SimpleITK. Geometry (spacing, origin, direction) is kept and restored exactly."""
+
+    supported_file_endings = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
+
+    def read_images(self, paths: Sequence[PathLike]) -> tuple[np.ndarray, Properties]:
+        if not paths:
+            raise ImageReadError("no image files given for this case")
+        arrays, geometries = [], []
+        for p in paths:
+            img = _read_sitk(p)
+            dim = img.GetDimension()
+            if dim not in (2, 3):
+                raise ImageReadError(f"{p}: {dim}D image; uadnet expects 2D or 3D files with one channel "
+                                     "each. Split 4D/multi-channel volumes into one file per channel (_0000, _0001 ...).")
+            if img.GetNumberOfComponentsPerPixel() != 1:
+                raise ImageReadError(f"{p}: vector pixels ({img.GetNumberOfComponentsPerPixel()} components); "
+                                     "store one channel per file.")
+            arr = sitk.GetArrayFromImage(img).astype(np.float32, copy=False)
+            if dim == 2:
+                arr = arr[None]
+            arrays.append(arr)
+            geometries.append({
+                "dimension": dim,
+                "size": list(img.GetSize()),
+                "spacing": list(img.GetSpacing()),
+                "origin": list(img.GetOrigin()),
+                "direction": list(img.GetDirection()),
+            })
+        for p, g in zip(paths[1:], geometries[1:]):
+            diff = geometry_mismatch(geometries[0], g)
+            if diff is not None:
+                raise ImageReadError(f"{p}: geometry differs from {paths[0]} ({diff}). All channels of a case "
+                                     "must share one grid; resample them onto the first channel.")
+        g = geometries[0]
+        spacing_zyx = [DUMMY_SLICE_SPACING, *g["spacing"][::-1]] if g["dimension"] == 2 else g["spacing"][::-1]
+        props: Properties = {"spacing": [float(s) for s in spacing_zyx], "sitk": g, "reader": "SimpleITKIO"}
+        return np.stack(arrays), props
+
+    def write(self, array: np.ndarray, path: PathLike, properties: Properties) -> None:
+        array = np.asarray(array)
+        if array.ndim == 4:
+            if array.shape[0] != 1:
+                raise ValueError(f"SimpleITKIO writes one channel per file; got {array.shape[0]} channels")
+            array = array[0]
+        g = properties["sitk"]
+        if g["dimension"] == 2:
+            if array.shape[0] != 1:
+                raise ValueError(f"cannot write a {array.shape[0]}-slice array into a 2D image")
+            array = array[0]
+        expected = tuple(g["size"][::-1])
+        if array.shape != expected:
+            raise ValueError(f"array shape {array.shape} does not match the image grid {expected} (z, y, x)")
+        if array.dtype in (np.float64, np.float16):  # float16: SimpleITK has no such pixel type
+            array = array.astype(np.float32)
+        if array.dtype == bool:
+            array = array.astype(np.uint8)
+        img = sitk.GetImageFromArray(array)
+        img.SetSpacing(g["spacing"])
+        img.SetOrigin(g["origin"])
+        img.SetDirection(g["direction"])
+        path = Path(path)
+        suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix
+        # write to a temporary file with the same ending, then rename: never a half-written output
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if suffix in (".mhd", ".nhdr"):  # header + data file pair: the header names the data file
+            sitk.WriteImage(img, str(path), useCompression=True)
+            return
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+        os.close(fd)
+        try:
+            sitk.WriteImage(img, tmp, useCompression=True)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def output_file_ending(self, input_file_ending: str) -> str:
+        # DICOM cannot hold float maps; everything read from DICOM is written as NIfTI
+        return ".nii.gz" if input_file_ending.lower() == ".dcm" else input_file_ending

@@ -1,0 +1,1 @@
+"""Dataset fingerprint (what the data is) and planner (what to do with it: a pure function)."""

@@ -1,0 +1,279 @@
+"""The planner: a pure function ``fingerprint (+ hardware) → Plans``.
+
+Rules (each result lands in ``uadnet_plans.json`` and can be edited there):
+
+* axes are transposed so the coarsest axis comes first (it is the slice axis of the 2D configuration);
+* target spacing = median spacing, except for strongly anisotropic data (nnU-Net's rule: coarsest axis more
+  than 3x the finest *and* fewer than a third of the voxels) where the coarse axis takes its 10th percentile;
+* ``2d`` always exists; ``3d`` only for 3D data whose target spacing is not too anisotropic (ratio <= 3);
+* patch = the median foreground-cropped image (whole slices in 2D), rounded to the network's downsampling,
+  shrunk until the compute target fits; on CPU a 2D slice larger than the target is first coarsened by at most
+  2x in plane (whole-slice context is worth more than resolution at a CPU budget);
+* network depth: downsample an axis while it stays >= 4 voxels (and is not much coarser than the others);
+  widths double per stage from a base, capped;
+* batch size from the memory target, capped at 5 % of the training samples;
+* corruption sizes scale the reference 10-44 mm (on a ~150 mm brain) to the data's foreground extent.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from uadnet.imageio import reader_writer_class
+from uadnet.planning.hardware import HardwareInfo
+from uadnet.plans import (
+    ColdEnsemblePlan,
+    ComputePlan,
+    ConfigurationPlan,
+    CorruptionPlan,
+    ForegroundPlan,
+    InferencePlan,
+    MethodsPlan,
+    NetworkPlan,
+    NormalizationPlan,
+    Plans,
+    SynomalyPlan,
+    TrainingPlan,
+)
+
+ANISOTROPY_THRESHOLD = 3.0
+REFERENCE_SHAPE_SIZE_MM = (10.0, 44.0)  # DISYRE v2 on 1 mm brain MRI
+REFERENCE_EXTENT_MM = 150.0  # typical in-plane brain extent those sizes were chosen for
+MIN_FEATURE_SIZE = 4
+NUM_SEVERITIES = 4
+# per device: (max 2D patch voxels, max 3D patch voxels, base width, max width 2D, max width 3D, max batch)
+DEVICE_TARGETS = {
+    "cpu": (128 * 128, 64 ** 3, 16, 128, 128, 32),
+    "gpu": (256 * 256, 128 ** 3, 32, 256, 320, 96),
+}
+CPU_TIME_BUDGET_MINUTES = 20.0
+GPU_ITERATIONS = 100_000  # the reference training length
+CONV_EFFICIENCY = 0.25  # fraction of measured matmul throughput convolutions reach (rough)
+
+
+def transpose_for(median_spacing: Sequence[float], is_2d: bool) -> list[int]:
+    """Coarsest axis first; identity for 2D data and near-isotropic spacing (max/min < 1.2)."""
+    s = np.asarray(median_spacing, float)
+    if is_2d or s.max() < 1.2 * s.min():
+        return [0, 1, 2]
+    worst = int(np.argmax(s))
+    return [worst] + [a for a in range(3) if a != worst]
+
+
+def fullres_target_spacing(spacings: np.ndarray, shapes: np.ndarray) -> list[float]:
+    """Median spacing; for strongly anisotropic data the coarse axis gets its 10th percentile (nnU-Net's rule)."""
+    target = np.median(spacings, 0)
+    target_shape = np.median(shapes * spacings / target, 0)
+    worst = int(np.argmax(target))
+    others = [a for a in range(len(target)) if a != worst]
+    aniso_spacing = target[worst] > ANISOTROPY_THRESHOLD * max(target[others])
+    aniso_voxels = target_shape[worst] * ANISOTROPY_THRESHOLD < min(target_shape[others])
+    if aniso_spacing and aniso_voxels:
+        target[worst] = max(np.percentile(spacings[:, worst], 10), max(target[others]) + 1e-5)
+    return [float(t) for t in target]
+
+
+def network_topology(patch: Sequence[int], spacing: Sequence[float], max_stages: int = 6
+                     ) -> tuple[list[list[int]], list[list[int]], list[int]]:
+    """Strides and kernel sizes per stage, and the patch rounded up to a multiple of the total downsampling.
+
+    An axis is downsampled while it stays >= ``MIN_FEATURE_SIZE`` voxels and its current spacing is at most
+    twice the finest; kernels are 1 along an axis that is still much coarser than the others (3 otherwise).
+    """
+    size, sp = [float(p) for p in patch], [float(s) for s in spacing]
+    strides, kernels = [[1] * len(size)], []
+    for stage in range(max_stages):
+        kernels.append([3 if s <= 2 * min(sp) else 1 for s in sp])
+        if stage == max_stages - 1:
+            break
+        stride = [2 if n / 2 >= MIN_FEATURE_SIZE and s <= 2 * min(sp) else 1 for n, s in zip(size, sp)]
+        if all(st == 1 for st in stride):
+            break
+        strides.append(stride)
+        size = [n / st for n, st in zip(size, stride)]
+        sp = [s * st for s, st in zip(sp, stride)]
+    total = np.prod(strides, 0)
+    rounded = [int(math.ceil(p / t) * t) for p, t in zip(patch, total)]
+    return strides, kernels, rounded
+
+
+def _features(num_stages: int, base: int, cap: int) -> list[int]:
+    return [min(base * 2 ** s, cap) for s in range(num_stages)]
+
+
+def _stage_voxels(patch: Sequence[int], strides: list[list[int]]) -> list[float]:
+    size, out = np.asarray(patch, float), []
+    for st in strides:
+        size = size / np.asarray(st)
+        out.append(float(np.prod(size)))
+    return out
+
+
+def estimate_memory_gb(patch: Sequence[int], strides: list[list[int]], features: list[int], n_conv: int,
+                       batch_size: int, bytes_per_value: float = 4.0) -> float:
+    """Rough training activation memory: every conv, norm and activation output of encoder and decoder kept."""
+    values = sum(v * f for v, f in zip(_stage_voxels(patch, strides), features)) * n_conv * 2 * 3
+    return batch_size * values * bytes_per_value * 1.5 / 1024 ** 3
+
+
+def estimate_gflop_per_sample(patch: Sequence[int], strides: list[list[int]], kernels: list[list[int]],
+                              features: list[int], n_conv: int) -> float:
+    """Forward + backward GFLOP of one training sample (3x the forward pass of encoder and decoder convs)."""
+    flops = sum(2 * v * int(np.prod(k)) * f * f * n_conv * 2
+                for v, k, f in zip(_stage_voxels(patch, strides), kernels, features))
+    return 3 * flops / 1e9
+
+
+def _fit_patch(median_shape: Sequence[float], spacing: Sequence[float], max_voxels: int, base: int, cap: int,
+               memory_target_gb: float, bytes_per_value: float
+               ) -> tuple[list[list[int]], list[list[int]], list[int], list[int]]:
+    """Start from the median shape; shrink the axis with the largest extent (mm) until the patch has at most
+    ``max_voxels`` and a batch of 2 fits ``memory_target_gb``. Returns strides, kernels, patch, features."""
+    patch = [max(round(n), 1) for n in median_shape]
+    while True:
+        strides, kernels, rounded = network_topology(patch, spacing)
+        features = _features(len(kernels), base, cap)
+        fits = (np.prod(rounded) <= max_voxels
+                and estimate_memory_gb(rounded, strides, features, 2, 2, bytes_per_value) <= memory_target_gb)
+        if fits or max(patch) <= 2 * MIN_FEATURE_SIZE:
+            return strides, kernels, rounded, features
+        axis = int(np.argmax([p * s for p, s in zip(patch, spacing)]))
+        patch[axis] = max(int(patch[axis] * 0.9), 2 * MIN_FEATURE_SIZE)
+
+
+def plan_configuration(name: str, dim: int, spacing: list[float], median_shape: Sequence[float],
+                       num_samples: int, hardware: HardwareInfo, memory_target_gb: float,
+                       time_budget_minutes: float | None, plans_name: str) -> ConfigurationPlan:
+    """One configuration: patch, topology, batch size and training length (``spacing``/shape in (z, y, x))."""
+    targets = DEVICE_TARGETS["cpu" if hardware.device == "cpu" else "gpu"]
+    max_voxels, base, cap = (targets[0], targets[2], targets[3]) if dim == 2 else (targets[1], targets[2], targets[4])
+    axes = slice(1, 3) if dim == 2 else slice(0, 3)
+    n_conv = 2
+    bytes_per_value = 3.0 if hardware.bf16 else 4.0
+    strides, kernels, patch, features = _fit_patch(median_shape[axes], spacing[axes], max_voxels, base, cap,
+                                                   memory_target_gb, bytes_per_value)
+    per_sample = estimate_memory_gb(patch, strides, features, n_conv, 1, bytes_per_value)
+    batch = int(min(targets[5], max(memory_target_gb // per_sample, 1), max(num_samples * 0.05, 1)))
+    batch = max(batch, 2)
+    gflop = estimate_gflop_per_sample(patch, strides, kernels, features, n_conv) * batch
+    speed = hardware.gflops * CONV_EFFICIENCY * (2.0 if hardware.bf16 else 1.0)
+    seconds = gflop / speed
+    if time_budget_minutes is None:
+        iterations = GPU_ITERATIONS
+    else:
+        iterations = int(np.clip(time_budget_minutes * 60 / seconds, 100, GPU_ITERATIONS))
+    validation_every = int(np.clip(iterations // 10, 50, 2500))
+    return ConfigurationPlan(
+        data_identifier=f"{plans_name}_{name}",
+        dim=dim,
+        spacing=[float(s) for s in spacing],
+        patch_size=[int(p) for p in patch],
+        batch_size=batch,
+        median_image_size_in_voxels=[round(n) for n in median_shape],
+        network=NetworkPlan(dim=dim, features_per_stage=features, kernel_sizes=kernels, strides=strides,
+                            n_conv_per_stage=n_conv),
+        training=TrainingPlan(iterations=iterations, time_budget_minutes=time_budget_minutes,
+                              estimated_seconds_per_iteration=round(seconds, 4),
+                              warmup_iterations=min(500, iterations // 20), validation_every=validation_every,
+                              checkpoint_every=validation_every, num_workers=max(1, min(hardware.num_cpus - 1, 8))),
+        inference=InferencePlan(),
+        resample_slice_axis=dim == 3,
+    )
+
+
+def synomaly_sign(channel_names: Sequence[str]) -> int:
+    """+1 (anomalies brighter) unless every channel is T1-like, where lesions are typically dark."""
+    t1 = [n.strip().lower().startswith("t1") and "c" not in n.lower()[2:4] for n in channel_names]
+    return -1 if all(t1) else 1
+
+
+def plan_experiment(fingerprint: dict[str, Any], hardware: HardwareInfo | None = None,
+                    memory_target_gb: float | None = None, time_budget_minutes: float | None = -1.0,
+                    plans_name: str = "uadnetPlans", reader_override: str | None = None) -> Plans:
+    """Plan preprocessing, networks, training, corruption and inference from a dataset fingerprint.
+
+    ``memory_target_gb``: training memory per configuration (default 4 on CPU, 8 on GPU).
+    ``time_budget_minutes``: training budget; -1 picks the device default (20 min on CPU, none on GPU).
+    """
+    hardware = hardware or HardwareInfo()
+    on_cpu = hardware.device == "cpu"
+    if memory_target_gb is None:
+        memory_target_gb = 4.0 if on_cpu else 8.0
+    if time_budget_minutes is not None and time_budget_minutes < 0:
+        time_budget_minutes = CPU_TIME_BUDGET_MINUTES if on_cpu else None
+    channel_names: dict[str, str] = fingerprint["channel_names"]
+    names = [channel_names[str(i)] for i in range(len(channel_names))]
+    file_ending = fingerprint["file_ending"]
+    is_2d = fingerprint["is_2d"]
+    cases = fingerprint["cases"]
+
+    tf = transpose_for(fingerprint["median_spacing"], is_2d)
+    tb = [int(i) for i in np.argsort(tf)]
+    spacings = np.array([[c["spacing"][a] for a in tf] for c in cases], float)
+    shapes = np.array([[c["shape_after_crop"][a] for a in tf] for c in cases], float)
+    target = fullres_target_spacing(spacings, shapes)
+
+    configurations: dict[str, ConfigurationPlan] = {}
+    # 2D: slices along axis 0, in-plane spacing as planned, coarsened on CPU if a median slice is too large
+    spacing_2d = list(target)
+    inplane = np.median(shapes[:, 1:] * spacings[:, 1:] / np.asarray(target[1:]), 0)
+    max_2d = DEVICE_TARGETS["cpu" if on_cpu else "gpu"][0]
+    if on_cpu and np.prod(inplane) > max_2d:
+        factor = min(math.sqrt(np.prod(inplane) / max_2d), 2.0)
+        spacing_2d[1:] = [s * factor for s in target[1:]]
+        inplane = inplane / factor
+    median_2d = [float(np.median(shapes[:, 0])), *inplane]
+    num_slices = int(shapes[:, 0].sum())
+    configurations["2d"] = plan_configuration("2d", 2, spacing_2d, median_2d, num_slices, hardware,
+                                              memory_target_gb, time_budget_minutes, plans_name)
+    median_3d = np.median(shapes * spacings / np.asarray(target), 0)
+    if not is_2d and max(target) / min(target) <= ANISOTROPY_THRESHOLD and median_3d[0] >= 2 * MIN_FEATURE_SIZE:
+        configurations["3d"] = plan_configuration("3d", 3, target, list(median_3d), len(cases), hardware,
+                                                  memory_target_gb, time_budget_minutes, plans_name)
+
+    normalization = []
+    for ch, name in enumerate(names):
+        stats = fingerprint["intensity_statistics"][str(ch)]
+        scheme = fingerprint["intensity_codebook"][str(ch)]["normalization"]
+        if scheme == "ct":
+            normalization.append(NormalizationPlan(name, scheme, low=stats["percentile_00_5"],
+                                                   high=stats["percentile_99_5"]))
+        else:
+            normalization.append(NormalizationPlan(name, scheme))
+
+    extent = np.asarray(fingerprint["median_foreground_extent_mm"], float)[tf]
+    extent = extent[extent > 0] if is_2d else extent
+    smallest = float(extent.min()) if extent.size else REFERENCE_EXTENT_MM
+    size_mm = [round(r * smallest / REFERENCE_EXTENT_MM, 2) for r in REFERENCE_SHAPE_SIZE_MM]
+    codebook = [fingerprint["intensity_codebook"][str(ch)]["centroids"] for ch in range(len(names))]
+    corruption = CorruptionPlan(shape_size_mm=size_mm, intensity_codebook=codebook)
+
+    severities = [round((k + 1) / (NUM_SEVERITIES + 1), 4) for k in range(NUM_SEVERITIES)]
+    methods = MethodsPlan(cold_ensemble=ColdEnsemblePlan(severities=severities),
+                          synomaly=SynomalyPlan(sign=synomaly_sign(names)))
+    compute = ComputePlan(device=hardware.device, precision="bf16" if hardware.bf16 else "fp32",
+                          compile=hardware.device == "cuda")
+    median_spacing = [float(fingerprint["median_spacing"][a]) for a in tf]
+    median_shape = [round(fingerprint["median_shape_after_crop"][a]) for a in tf]
+    return Plans(
+        dataset_name=fingerprint["dataset_name"],
+        plans_name=plans_name,
+        file_ending=file_ending,
+        image_reader_writer=reader_override or reader_writer_class(file_ending).__name__,
+        channel_names=dict(channel_names),
+        transpose_forward=tf,
+        transpose_backward=tb,
+        original_median_spacing=median_spacing,
+        original_median_shape=median_shape,
+        foreground=ForegroundPlan(),
+        normalization=normalization,
+        configurations=configurations,
+        default_configuration="2d",
+        corruption=corruption,
+        methods=methods,
+        compute=compute,
+    )

@@ -1,0 +1,303 @@
+"""The plans schema: every choice the planner makes, as editable JSON (``uadnet_plans.json``).
+
+Every later stage (preprocessor, trainer, predictor) reads its settings from here and nowhere else, so a
+hand edit of the JSON changes the pipeline without touching code. Loading validates the file and names the
+offending key. Units: spacings in mm, patch sizes in voxels, axis order ``(z, y, x)`` after
+``transpose_forward`` (2D configurations use ``(y, x)`` for patches and ignore the slice-axis spacing).
+See ``documentation/plans.md`` for every field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from uadnet.utilities.file_io import load_json, save_json
+
+PLANS_FILE = "uadnet_plans.json"
+FINGERPRINT_FILE = "dataset_fingerprint.json"
+SPLITS_FILE = "splits_final.json"
+
+
+class PlansError(ValueError):
+    """``uadnet_plans.json`` does not match the schema."""
+
+
+@dataclass
+class NormalizationPlan:
+    """How one channel is mapped to [0, 1]: ``(x - low) / (high - low)``, then clipped if ``clip``.
+
+    ``percentile``: low/high are the image's own foreground percentiles (MRI-like, any unknown modality).
+    ``ct``: low/high are fixed intensities (dataset percentiles, e.g. HU). ``rgb``: low 0, high 255.
+    ``none``: low 0, high 1 (data already in [0, 1]).
+    """
+
+    channel: str
+    scheme: str
+    lower_percentile: float = 0.0
+    upper_percentile: float = 98.0
+    low: float | None = None
+    high: float | None = None
+    clip: bool = True
+
+
+@dataclass
+class ForegroundPlan:
+    """Where the body/ROI is. ``method``: ``auto`` (``masksTr`` if given, else ``nonzero`` when at least
+    ``min_zero_fraction`` of the voxels are exactly 0, else ``otsu``), or one of ``nonzero``/``otsu``."""
+
+    method: str = "auto"
+    use_masks: bool = True
+    min_zero_fraction: float = 0.1
+
+
+@dataclass
+class NetworkPlan:
+    """UNet topology. ``strides[s]`` is the downsampling entering stage ``s`` (``strides[0]`` all ones)."""
+
+    dim: int
+    features_per_stage: list[int]
+    kernel_sizes: list[list[int]]
+    strides: list[list[int]]
+    n_conv_per_stage: int = 2
+    norm: str = "group"
+    embedding_dim: int = 128
+
+
+@dataclass
+class TrainingPlan:
+    """Optimisation. Training stops at ``iterations`` or after ``time_budget_minutes`` (if set)."""
+
+    iterations: int
+    time_budget_minutes: float | None
+    estimated_seconds_per_iteration: float
+    learning_rate: float = 1e-4
+    weight_decay: float = 1e-4
+    warmup_iterations: int = 500
+    lr_schedule: str = "cosine"
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    loss: str = "l1"
+    validation_every: int = 250
+    checkpoint_every: int = 250
+    num_workers: int = 2
+
+
+@dataclass
+class InferencePlan:
+    """Sliding window: tiles overlap by ``1 - step_size`` of the patch; Gaussian weight σ = scale × patch."""
+
+    step_size: float = 0.5
+    gaussian_sigma_scale: float = 0.125
+    batch_size: int = 4
+
+
+@dataclass
+class ConfigurationPlan:
+    """One configuration (``2d`` or ``3d``): geometry, network, training and inference settings."""
+
+    data_identifier: str
+    dim: int
+    spacing: list[float]
+    patch_size: list[int]
+    batch_size: int
+    median_image_size_in_voxels: list[int]
+    network: NetworkPlan
+    training: TrainingPlan
+    inference: InferencePlan = field(default_factory=InferencePlan)
+    resampling_order_data: int = 3
+    resampling_order_mask: int = 1
+    resample_slice_axis: bool = True
+
+
+@dataclass
+class SizeLaw:
+    """"Many tasks" size law per axis: ``clip((offset + Gamma(shape, scale)) * d, min * d, max * d)``, d = patch."""
+
+    offset: float = 0.03
+    gamma_shape: float = 2.0
+    gamma_scale: float = 0.1
+    minimum: float = 0.06
+    maximum: float = 0.8
+
+
+@dataclass
+class CorruptionPlan:
+    """Synthetic-anomaly parameters shared by all families, in physical units."""
+
+    shape_size_mm: list[float]
+    shape_types: list[str] = field(default_factory=lambda: ["box", "ellipsoid", "blob"])
+    edge_sigma_voxels: list[float] = field(default_factory=lambda: [0.0, 5.0])
+    edge_smoothing_probability: float = 0.7
+    relative_size_law: SizeLaw = field(default_factory=SizeLaw)
+    intensity_codebook: list[list[float]] = field(default_factory=list)
+    severity_distribution: str = "uniform"
+    severity_range: list[float] = field(default_factory=lambda: [0.0, 1.0])
+    max_anomalies: int = 4
+    clean_fraction: float = 0.2
+    bias_blur_sigma_voxels: float = 1.0
+
+
+@dataclass
+class ColdEnsemblePlan:
+    """``cold_ensemble``: DAG corruption; score = mean over ``severities`` of |x - f(x, α_k)|."""
+
+    corruption: str = "dag"
+    severities: list[float] = field(default_factory=lambda: [0.2, 0.4, 0.6, 0.8])
+
+
+@dataclass
+class ColdMultistepPlan:
+    """``cold_multistep``: FPI corruption; restore from ``start_severity`` to 0 in ``num_steps`` steps."""
+
+    corruption: str = "fpi"
+    num_steps: int = 10
+    start_severity: float = 0.8
+
+
+@dataclass
+class ImageConditionedPlan:
+    """``image_conditioned``: DDPM on ``[x_t, x_c]``; ``sampling_steps`` from noise at test time."""
+
+    corruption: str = "many_tasks"
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "linear"
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    sampling_steps: int = 50
+    min_snr_gamma: float = 1.0
+    offset_noise: float = 0.1
+    score: str = "mae"
+    train_tasks: list[str] = field(default_factory=lambda: ["poisson_blend", "sink", "source"])
+    validation_tasks: list[str] = field(default_factory=lambda: ["fractal_intensity", "foreign_patch"])
+
+
+@dataclass
+class SynomalyPlan:
+    """``synomaly``: ε-model trained on Synomaly noise; multi-stage partial noising at ``stage_timesteps``."""
+
+    corruption: str = "synomaly"
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "cosine"
+    blur_sigma_voxels: float = 3.0
+    threshold: float = 175.0 / 255.0
+    offset: float = 0.5
+    sign: int = 1
+    stage_timesteps: list[int] = field(default_factory=lambda: [300, 200, 100])
+    max_stages: int = 5
+    stop_relative_change: float = 0.01
+
+
+@dataclass
+class MethodsPlan:
+    cold_ensemble: ColdEnsemblePlan = field(default_factory=ColdEnsemblePlan)
+    cold_multistep: ColdMultistepPlan = field(default_factory=ColdMultistepPlan)
+    image_conditioned: ImageConditionedPlan = field(default_factory=ImageConditionedPlan)
+    synomaly: SynomalyPlan = field(default_factory=SynomalyPlan)
+
+
+@dataclass
+class ComputePlan:
+    """Hardware-dependent choices: ``precision`` ``fp32`` or ``bf16`` (autocast), ``torch.compile``."""
+
+    device: str = "cpu"
+    precision: str = "fp32"
+    compile: bool = False
+
+
+@dataclass
+class Plans:
+    dataset_name: str
+    plans_name: str
+    file_ending: str
+    image_reader_writer: str
+    channel_names: dict[str, str]
+    transpose_forward: list[int]
+    transpose_backward: list[int]
+    original_median_spacing: list[float]
+    original_median_shape: list[int]
+    foreground: ForegroundPlan
+    normalization: list[NormalizationPlan]
+    configurations: dict[str, ConfigurationPlan]
+    default_configuration: str
+    corruption: CorruptionPlan
+    methods: MethodsPlan = field(default_factory=MethodsPlan)
+    compute: ComputePlan = field(default_factory=ComputePlan)
+    uadnet_version: str = "0.1.0"
+
+    def configuration(self, name: str | None = None) -> ConfigurationPlan:
+        """The named configuration (default: ``default_configuration``), with a helpful error."""
+        name = name or self.default_configuration
+        if name not in self.configurations:
+            raise PlansError(f"configuration '{name}' is not in the plans of {self.dataset_name}; available: "
+                             f"{sorted(self.configurations)}. 3d is only planned for 3D data that is not too "
+                             "anisotropic.")
+        return self.configurations[name]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Plans:
+        return _from_dict(cls, d, "plans")
+
+    def save(self, path: str | os.PathLike) -> None:
+        save_json(self.to_dict(), path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Plans:
+        try:
+            return cls.from_dict(load_json(path))
+        except PlansError as e:
+            raise PlansError(f"{path}: {e}. Fix the file by hand or delete it to let the planner rewrite it.") from e
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise PlansError(f"'{where}' must be an object")
+        return _from_dict(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise PlansError(f"'{where}' must not be null")
+        return _convert(next(a for a in args if a is not type(None)), value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise PlansError(f"'{where}' must be a list")
+        (arg,) = typing.get_args(tp)
+        return [_convert(arg, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise PlansError(f"'{where}' must be an object")
+        _, arg = typing.get_args(tp)
+        return {k: _convert(arg, v, f"{where}.{k}") for k, v in value.items()}
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise PlansError(f"'{where}' must be a number, got {value!r}")
+        return float(value)
+    if tp in (int, bool, str) and not (type(value) is tp):
+        raise PlansError(f"'{where}' must be of type {tp.__name__}, got {value!r}")
+    return value
+
+
+def _from_dict(cls: Any, d: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise PlansError(f"unknown key(s) {unknown} in '{where}' (typo?); known: {sorted(names)}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in d:
+            kwargs[f.name] = _convert(hints[f.name], d[f.name], f"{where}.{f.name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise PlansError(f"missing key '{where}.{f.name}'")
+    return cls(**kwargs)

@@ -1,0 +1,1 @@
+"""Crop to foreground → normalise → resample, and the exact inverse for export."""

@@ -1,0 +1,58 @@
+"""Run a function over items in worker processes with a progress bar and errors that name the item."""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from tqdm import tqdm
+
+
+class WorkerError(RuntimeError):
+    """A worker failed on one item (its exception is chained) or died."""
+
+
+def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], num_processes: int, desc: str,
+                 names: Sequence[str] | None = None, disable_progress_bar: bool = False) -> list[Any]:
+    """``[fn(i) for i in items]``, in ``num_processes`` spawned workers (in-process when 1).
+
+    ``names`` label items in error messages (default: ``str(item)``). Results keep the order of ``items``.
+    """
+    names = list(names) if names is not None else [str(i) for i in items]
+    results: list[Any] = [None] * len(items)
+    bar = tqdm(total=len(items), desc=desc, disable=disable_progress_bar, unit="case")
+    if num_processes <= 1 or len(items) <= 1:
+        for k, item in enumerate(items):
+            try:
+                results[k] = fn(item)
+            except Exception as e:
+                bar.close()
+                raise WorkerError(f"{desc} failed on {names[k]}: {e}") from e
+            bar.update()
+        bar.close()
+        return results
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=num_processes, mp_context=ctx) as pool:
+        futures = {pool.submit(fn, item): k for k, item in enumerate(items)}
+        try:
+            for fut in as_completed(futures):
+                k = futures[fut]
+                try:
+                    results[k] = fut.result()
+                except BrokenProcessPool as e:
+                    raise WorkerError(
+                        f"{desc}: a worker process died while processing {names[k]} (often: out of memory). "
+                        f"Re-run with fewer processes (-np 1) to see the error or lower memory use.") from e
+                except Exception as e:
+                    raise WorkerError(f"{desc} failed on {names[k]}: {e}") from e
+                bar.update()
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+        finally:
+            bar.close()
+    return results

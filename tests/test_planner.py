@@ -129,10 +129,13 @@ def test_budgets_shape_the_plans():
     big = plan_experiment(fp, CPU, memory_target_gb=8)
     assert small.configurations["2d"].batch_size < big.configurations["2d"].batch_size
     assert np.prod(small.configurations["3d"].patch_size) < np.prod(big.configurations["3d"].patch_size)
-    short = plan_experiment(fp, CPU, time_budget_minutes=20).configurations["2d"].training
-    long = plan_experiment(fp, CPU, time_budget_minutes=200).configurations["2d"].training
-    assert long.iterations > short.iterations
-    assert long.iterations == pytest.approx(10 * short.iterations, rel=0.05)
+    short = plan_experiment(fp, CPU, time_budget_minutes=20).configurations["3d"]
+    long = plan_experiment(fp, CPU, time_budget_minutes=200).configurations["3d"]
+    # ten times the budget: ten times the samples seen; a short budget trades batch size for >= 1000 steps
+    seen = [c.training.iterations * c.batch_size for c in (short, long)]
+    assert seen[1] == pytest.approx(10 * seen[0], rel=0.1)
+    assert short.training.iterations >= 1000 or short.batch_size == 2
+    assert long.batch_size >= short.batch_size
 
 
 def test_planner_is_pure_and_plans_round_trip_through_json(tmp_path):

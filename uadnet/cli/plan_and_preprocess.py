@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="plan for this device (default: cuda if available, else cpu)")
     p.add_argument("--overwrite_plans", action="store_true", help="re-plan even if uadnet_plans.json exists")
     p.add_argument("--clean", action="store_true", help="recompute the fingerprint even if it exists")
+    p.add_argument("--codebook_size", default="5",
+                   help="intensity classes per channel in the codebook: a number, or 'auto' to let the data choose "
+                        "(2-8, by silhouette score); default 5")
     p.add_argument("--no_preprocessing", action="store_true", help="only fingerprint and plan")
     p.add_argument("--disable_progress_bar", action="store_true")
     return p
@@ -39,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from uadnet.planning.hardware import detect_hardware
     from uadnet.planning.plan_and_preprocess import plan_and_preprocess_dataset
 
+    codebook = args.codebook_size if args.codebook_size == "auto" else int(args.codebook_size)
     budget = None if args.time_budget_minutes == 0 else args.time_budget_minutes
     hardware = None
     failed = False
@@ -52,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
                 hardware = detect_hardware(args.device)
             plan_and_preprocess_dataset(name, [] if args.no_preprocessing else args.configurations,
                                         args.num_processes, hardware, args.memory_target_gb, budget,
-                                        args.overwrite_plans, args.clean, args.disable_progress_bar)
+                                        args.overwrite_plans, args.clean, codebook, args.disable_progress_bar)
         except DatasetIntegrityError as e:
             print(f"\n{e}", file=sys.stderr)
             failed = True

@@ -60,7 +60,8 @@ def plan_and_preprocess_dataset(dataset: str | int, configurations: list[str] | 
                                 num_processes: int = 2, hardware: HardwareInfo | None = None,
                                 memory_target_gb: float | None = None, time_budget_minutes: float | None = -1.0,
                                 overwrite_plans: bool = False, refingerprint: bool = False,
-                                disable_progress_bar: bool = False, verbose: bool = True) -> Plans:
+                                codebook_size: int | str = 5, disable_progress_bar: bool = False,
+                                verbose: bool = True) -> Plans:
     """Run fingerprint, planning and preprocessing for one dataset; each stage reuses what exists.
 
     Existing plans are kept (they may hold hand edits) unless ``overwrite_plans``; preprocessed cases whose
@@ -77,7 +78,8 @@ def plan_and_preprocess_dataset(dataset: str | int, configurations: list[str] | 
         fingerprint = load_json(fp_path)
         say(f"[{name}] using existing {fp_path}")
     else:
-        fingerprint = extract_fingerprint(raw, num_processes, disable_progress_bar=disable_progress_bar)
+        fingerprint = extract_fingerprint(raw, num_processes, codebook_size=codebook_size,
+                                          disable_progress_bar=disable_progress_bar)
         save_json(fingerprint, fp_path)
 
     plans_path = out / PLANS_FILE

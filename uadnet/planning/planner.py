@@ -11,7 +11,8 @@ Rules (each result lands in ``uadnet_plans.json`` and can be edited there):
   2x in plane (whole-slice context is worth more than resolution at a CPU budget);
 * network depth: downsample an axis while it stays >= 4 voxels (and is not much coarser than the others);
   widths double per stage from a base, capped;
-* batch size from the memory target, capped at 5 % of the training samples;
+* batch size from the memory target, capped so one batch holds at most 5 % of all training voxels and, under a
+  time budget, so that at least 1000 iterations fit;
 * corruption sizes scale the reference 10-44 mm (on a ~150 mm brain) to the data's foreground extent.
 """
 
@@ -45,6 +46,7 @@ REFERENCE_SHAPE_SIZE_MM = (10.0, 44.0)  # DISYRE v2 on 1 mm brain MRI
 REFERENCE_EXTENT_MM = 150.0  # typical in-plane brain extent those sizes were chosen for
 MIN_FEATURE_SIZE = 4
 NUM_SEVERITIES = 4
+MIN_ITERATIONS = 1000  # a time budget shrinks the batch until at least this many steps fit
 # per device: (max 2D patch voxels, max 3D patch voxels, base width, max width 2D, max width 3D, max batch)
 DEVICE_TARGETS = {
     "cpu": (128 * 128, 64 ** 3, 16, 128, 128, 32),
@@ -52,7 +54,8 @@ DEVICE_TARGETS = {
 }
 CPU_TIME_BUDGET_MINUTES = 20.0
 GPU_ITERATIONS = 100_000  # the reference training length
-CONV_EFFICIENCY = 0.25  # fraction of measured matmul throughput convolutions reach (rough)
+CONV_EFFICIENCY = 0.5  # fp32 conv training reaches ~0.35-1x the measured fp32 matmul rate (2 CPU cores, measured)
+BF16_SPEEDUP = 3.0  # bf16 autocast on CPUs with AMX/AVX512-BF16 (measured 2.7-3.8x at 64-128 px)
 
 
 def transpose_for(median_spacing: Sequence[float], is_2d: bool) -> list[int]:
@@ -146,7 +149,7 @@ def _fit_patch(median_shape: Sequence[float], spacing: Sequence[float], max_voxe
 
 
 def plan_configuration(name: str, dim: int, spacing: list[float], median_shape: Sequence[float],
-                       num_samples: int, hardware: HardwareInfo, memory_target_gb: float,
+                       dataset_voxels: float, hardware: HardwareInfo, memory_target_gb: float,
                        time_budget_minutes: float | None, plans_name: str) -> ConfigurationPlan:
     """One configuration: patch, topology, batch size and training length (``spacing``/shape in (z, y, x))."""
     targets = DEVICE_TARGETS["cpu" if hardware.device == "cpu" else "gpu"]
@@ -157,11 +160,14 @@ def plan_configuration(name: str, dim: int, spacing: list[float], median_shape: 
     strides, kernels, patch, features = _fit_patch(median_shape[axes], spacing[axes], max_voxels, base, cap,
                                                    memory_target_gb, bytes_per_value)
     per_sample = estimate_memory_gb(patch, strides, features, n_conv, 1, bytes_per_value)
-    batch = int(min(targets[5], max(memory_target_gb // per_sample, 1), max(num_samples * 0.05, 1)))
+    # nnU-Net's cap: one batch covers at most 5 % of all training voxels (at the target spacing)
+    batch = int(min(targets[5], max(memory_target_gb // per_sample, 1), 0.05 * dataset_voxels / np.prod(patch)))
+    speed = hardware.gflops * CONV_EFFICIENCY * (BF16_SPEEDUP if hardware.bf16 else 1.0)
+    seconds_per_sample = estimate_gflop_per_sample(patch, strides, kernels, features, n_conv) / speed
+    if time_budget_minutes is not None:  # a budget must leave room for MIN_ITERATIONS optimiser steps
+        batch = min(batch, int(time_budget_minutes * 60 / (MIN_ITERATIONS * seconds_per_sample)))
     batch = max(batch, 2)
-    gflop = estimate_gflop_per_sample(patch, strides, kernels, features, n_conv) * batch
-    speed = hardware.gflops * CONV_EFFICIENCY * (2.0 if hardware.bf16 else 1.0)
-    seconds = gflop / speed
+    seconds = seconds_per_sample * batch
     if time_budget_minutes is None:
         iterations = GPU_ITERATIONS
     else:
@@ -227,12 +233,13 @@ def plan_experiment(fingerprint: dict[str, Any], hardware: HardwareInfo | None =
         spacing_2d[1:] = [s * factor for s in target[1:]]
         inplane = inplane / factor
     median_2d = [float(np.median(shapes[:, 0])), *inplane]
-    num_slices = int(shapes[:, 0].sum())
-    configurations["2d"] = plan_configuration("2d", 2, spacing_2d, median_2d, num_slices, hardware,
+    voxels_2d = float(np.sum(shapes[:, 0] * np.prod(shapes[:, 1:] * spacings[:, 1:] / spacing_2d[1:], axis=1)))
+    configurations["2d"] = plan_configuration("2d", 2, spacing_2d, median_2d, voxels_2d, hardware,
                                               memory_target_gb, time_budget_minutes, plans_name)
     median_3d = np.median(shapes * spacings / np.asarray(target), 0)
     if not is_2d and max(target) / min(target) <= ANISOTROPY_THRESHOLD and median_3d[0] >= 2 * MIN_FEATURE_SIZE:
-        configurations["3d"] = plan_configuration("3d", 3, target, list(median_3d), len(cases), hardware,
+        voxels_3d = float(np.sum(np.prod(shapes * spacings / np.asarray(target), axis=1)))
+        configurations["3d"] = plan_configuration("3d", 3, target, list(median_3d), voxels_3d, hardware,
                                                   memory_target_gb, time_budget_minutes, plans_name)
 
     normalization = []

@@ -43,8 +43,10 @@ def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], num_processes: 
                 try:
                     results[k] = fut.result()
                 except BrokenProcessPool as e:
+                    unfinished = [names[j] for f, j in futures.items() if f.done() and f.exception() is not None]
+                    shown = ", ".join(unfinished[:5]) + (" ..." if len(unfinished) > 5 else "")
                     raise WorkerError(
-                        f"{desc}: a worker process died while processing {names[k]} (often: out of memory). "
+                        f"{desc}: a worker process died while processing one of: {shown} (often: out of memory). "
                         f"Re-run with fewer processes (-np 1) to see the error or lower memory use.") from e
                 except Exception as e:
                     raise WorkerError(f"{desc} failed on {names[k]}: {e}") from e

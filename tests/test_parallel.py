@@ -1,0 +1,34 @@
+"""Worker failures are reported with the item they were working on."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from uadnet.utilities.parallel import WorkerError, parallel_map
+
+
+def square_or_fail(x: int) -> int:
+    if x == 3:
+        raise ValueError("bad value")
+    if x == 4:
+        os._exit(1)  # a worker that dies (as when the OOM killer strikes)
+    return x * x
+
+
+def test_results_keep_order():
+    assert parallel_map(square_or_fail, [0, 1, 2], 2, "square", disable_progress_bar=True) == [0, 1, 4]
+    assert parallel_map(square_or_fail, [2, 1], 1, "square", disable_progress_bar=True) == [4, 1]
+
+
+@pytest.mark.parametrize("num_processes", [1, 2])
+def test_exception_names_the_item(num_processes):
+    with pytest.raises(WorkerError, match="square failed on case_3: bad value"):
+        parallel_map(square_or_fail, [1, 3], num_processes, "square", names=["case_1", "case_3"],
+                     disable_progress_bar=True)
+
+
+def test_dead_worker_is_a_clear_error():
+    with pytest.raises(WorkerError, match=r"died while processing one of: .*case_4.*-np 1"):
+        parallel_map(square_or_fail, [1, 4], 2, "square", names=["case_1", "case_4"], disable_progress_bar=True)

@@ -8,6 +8,18 @@ import sys
 from uadnet import paths
 
 
+def _codebook_size(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or 'auto', got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"needs at least 1 class, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="uadnet_plan_and_preprocess",
@@ -28,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="plan for this device (default: cuda if available, else cpu)")
     p.add_argument("--overwrite_plans", action="store_true", help="re-plan even if uadnet_plans.json exists")
     p.add_argument("--clean", action="store_true", help="recompute the fingerprint even if it exists")
-    p.add_argument("--codebook_size", default="5",
+    p.add_argument("--codebook_size", type=_codebook_size, default=5,
                    help="intensity classes per channel in the codebook: a number, or 'auto' to let the data choose "
                         "(2-8, by silhouette score); default 5")
     p.add_argument("--no_preprocessing", action="store_true", help="only fingerprint and plan")
@@ -39,12 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from uadnet.dataset.integrity import DatasetIntegrityError, check_dataset_integrity
-    from uadnet.planning.hardware import detect_hardware
     from uadnet.planning.plan_and_preprocess import plan_and_preprocess_dataset
 
-    codebook = args.codebook_size if args.codebook_size == "auto" else int(args.codebook_size)
     budget = None if args.time_budget_minutes == 0 else args.time_budget_minutes
-    hardware = None
     failed = False
     for d in args.dataset:
         try:
@@ -52,11 +61,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.verify_dataset_integrity:
                 check_dataset_integrity(paths.raw_folder() / name, args.num_processes, args.disable_progress_bar)
                 print(f"[{name}] dataset integrity: OK")
-            if hardware is None:
-                hardware = detect_hardware(args.device)
             plan_and_preprocess_dataset(name, [] if args.no_preprocessing else args.configurations,
-                                        args.num_processes, hardware, args.memory_target_gb, budget,
-                                        args.overwrite_plans, args.clean, codebook, args.disable_progress_bar)
+                                        args.num_processes, None, args.memory_target_gb, budget,
+                                        args.overwrite_plans, args.clean, args.codebook_size, args.device,
+                                        args.disable_progress_bar)
         except DatasetIntegrityError as e:
             print(f"\n{e}", file=sys.stderr)
             failed = True

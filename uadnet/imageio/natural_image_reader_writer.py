@@ -7,8 +7,6 @@ TIF; ``output_file_ending`` says so.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from uadnet.imageio.base_reader_writer import (
     PathLike,
     Properties,
 )
+from uadnet.utilities.file_io import atomic_path
 
 
 class NaturalImage2DIO(BaseReaderWriter):
@@ -76,15 +75,8 @@ class NaturalImage2DIO(BaseReaderWriter):
         ending = path.suffix.lower()
         if ending not in (".tif", ".tiff"):
             img = self._to_storable(img, path, 65535 if ending == ".png" else 255, properties)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-        os.close(fd)
-        try:
-            skimage.io.imsave(tmp, img, check_contrast=False)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_path(path, path.suffix) as tmp:
+            skimage.io.imsave(str(tmp), img, check_contrast=False)
 
     @staticmethod
     def _to_storable(img: np.ndarray, path: Path, vmax: int, properties: Properties) -> np.ndarray:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from uadnet.imageio.base_reader_writer import (
     PathLike,
     Properties,
 )
+from uadnet.utilities.file_io import atomic_path
 
 GEOMETRY_TOLERANCE = 1e-3  # relative for spacing, absolute (mm) for origin, absolute for direction cosines
 
@@ -120,19 +119,13 @@ class SimpleITKIO(BaseReaderWriter):
         img.SetDirection(g["direction"])
         path = Path(path)
         suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix
-        # write to a temporary file with the same ending, then rename: never a half-written output
+        # written to a temporary file with the same ending, then renamed: never a half-written output
         path.parent.mkdir(parents=True, exist_ok=True)
         if suffix in (".mhd", ".nhdr"):  # header + data file pair: the header names the data file
             sitk.WriteImage(img, str(path), useCompression=True)
             return
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-        os.close(fd)
-        try:
-            sitk.WriteImage(img, tmp, useCompression=True)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_path(path, suffix) as tmp:
+            sitk.WriteImage(img, str(tmp), useCompression=True)
 
     def output_file_ending(self, input_file_ending: str) -> str:
         # DICOM cannot hold float maps; everything read from DICOM is written as NIfTI

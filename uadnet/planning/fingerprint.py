@@ -40,7 +40,8 @@ def fingerprint_case(task: dict[str, Any]) -> dict[str, Any]:
     fg = compute_foreground(image, method, mask)
     bbox = get_bbox_from_mask(fg)
     crop_shape = [int(b - a) for a, b in bbox]
-    extent = [0.0 if s == DUMMY_SLICE_SPACING else n * s for n, s in zip(crop_shape, spacing)]
+    # a one-voxel axis (2D image, single slice) has no physical extent worth planning with
+    extent = [0.0 if s == DUMMY_SLICE_SPACING or n <= 1 else n * s for n, s in zip(crop_shape, spacing)]
     rng = np.random.default_rng([task["seed"], zlib.crc32(task["identifier"].encode())])
     channels = []
     for c, name in enumerate(task["channel_names"]):
@@ -118,7 +119,7 @@ def aggregate_fingerprint(cases: list[dict[str, Any]], dataset_name: str, channe
         "channel_names": channel_names,
         "file_ending": file_ending,
         "num_cases": len(cases),
-        "is_2d": bool(all(c["shape_before_crop"][0] == 1 for c in cases)),
+        "is_2d": bool(all(min(c["shape_before_crop"]) == 1 for c in cases)),
         "median_spacing": np.median(spacings, 0).tolist(),
         "median_shape_after_crop": np.median([c["shape_after_crop"] for c in cases], 0).tolist(),
         "median_foreground_extent_mm": np.median([c["foreground_extent_mm"] for c in cases], 0).tolist(),

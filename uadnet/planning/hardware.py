@@ -54,6 +54,11 @@ def detect_hardware(device: str | None = None, measure: bool = True) -> Hardware
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for, but this PyTorch sees no CUDA GPU "
+                           f"(torch {torch.__version__}). Use --device cpu or install a CUDA build of PyTorch.")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise RuntimeError("--device mps was asked for, but MPS is not available here. Use --device cpu.")
     if device == "cuda":
         bf16 = bool(torch.cuda.is_bf16_supported())
         memory = torch.cuda.get_device_properties(0).total_memory / 1024 ** 3

@@ -14,7 +14,7 @@ from uadnet import paths
 from uadnet.dataset.raw_dataset import RawDataset
 from uadnet.imageio import reader_writer_class
 from uadnet.planning.fingerprint import extract_fingerprint
-from uadnet.planning.hardware import HardwareInfo
+from uadnet.planning.hardware import HardwareInfo, detect_hardware
 from uadnet.planning.planner import plan_experiment
 from uadnet.planning.splits import ensure_splits
 from uadnet.plans import FINGERPRINT_FILE, PLANS_FILE, SPLITS_FILE, Plans
@@ -60,12 +60,14 @@ def plan_and_preprocess_dataset(dataset: str | int, configurations: list[str] | 
                                 num_processes: int = 2, hardware: HardwareInfo | None = None,
                                 memory_target_gb: float | None = None, time_budget_minutes: float | None = -1.0,
                                 overwrite_plans: bool = False, refingerprint: bool = False,
-                                codebook_size: int | str = 5, disable_progress_bar: bool = False,
-                                verbose: bool = True) -> Plans:
+                                codebook_size: int | str = 5, device: str | None = None,
+                                disable_progress_bar: bool = False, verbose: bool = True) -> Plans:
     """Run fingerprint, planning and preprocessing for one dataset; each stage reuses what exists.
 
     Existing plans are kept (they may hold hand edits) unless ``overwrite_plans``; preprocessed cases whose
-    preprocessing key matches the plans are skipped, so an interrupted run continues where it stopped.
+    preprocessing key matches the plans are skipped, so an interrupted run continues where it stopped. The
+    fingerprint is recomputed when ``refingerprint`` or when the training cases changed. ``hardware`` is
+    detected for ``device`` (default: CUDA if available) only when planning is needed and it is not given.
     """
     name = paths.resolve_dataset_name(dataset)
     raw = RawDataset(paths.raw_folder() / name)
@@ -73,14 +75,19 @@ def plan_and_preprocess_dataset(dataset: str | int, configurations: list[str] | 
     out.mkdir(parents=True, exist_ok=True)
     say = print if verbose else (lambda *a, **k: None)
 
+    cases = raw.training_cases()
     fp_path = out / FINGERPRINT_FILE
-    if fp_path.is_file() and not refingerprint:
-        fingerprint = load_json(fp_path)
-        say(f"[{name}] using existing {fp_path}")
-    else:
+    fingerprint = load_json(fp_path) if fp_path.is_file() and not refingerprint else None
+    if fingerprint is not None and sorted(c["identifier"] for c in fingerprint["cases"]) != sorted(cases):
+        say(f"[{name}] the training cases changed since {fp_path} was written: fingerprinting again "
+            "(existing plans are kept; add --overwrite_plans to re-plan from the new fingerprint)")
+        fingerprint = None
+    if fingerprint is None:
         fingerprint = extract_fingerprint(raw, num_processes, codebook_size=codebook_size,
                                           disable_progress_bar=disable_progress_bar)
         save_json(fingerprint, fp_path)
+    else:
+        say(f"[{name}] using existing {fp_path}")
 
     plans_path = out / PLANS_FILE
     if plans_path.is_file() and not overwrite_plans:
@@ -88,15 +95,13 @@ def plan_and_preprocess_dataset(dataset: str | int, configurations: list[str] | 
         say(f"[{name}] using existing {plans_path} (hand edits kept; --overwrite_plans to re-plan)")
     else:
         if hardware is None:
-            from uadnet.planning.hardware import detect_hardware
-            hardware = detect_hardware()
+            hardware = detect_hardware(device)
         plans = plan_experiment(fingerprint, hardware, memory_target_gb, time_budget_minutes,
                                 reader_override=raw.dataset_json.get("overwrite_image_reader_writer"))
         plans.save(plans_path)
         save_json({"hardware": hardware.to_dict()}, out / "planning_hardware.json")
     say(summarize_plans(plans))
 
-    cases = raw.training_cases()
     ensure_splits(out / SPLITS_FILE, list(cases))
     wanted = configurations if configurations is not None else list(plans.configurations)
     for cfg in wanted:

@@ -5,20 +5,24 @@ Rules (each result lands in ``uadnet_plans.json`` and can be edited there):
 * axes are transposed so the coarsest axis comes first (it is the slice axis of the 2D configuration);
 * target spacing = median spacing, except for strongly anisotropic data (nnU-Net's rule: coarsest axis more
   than 3x the finest *and* fewer than a third of the voxels) where the coarse axis takes its 10th percentile;
-* ``2d`` always exists; ``3d`` only for 3D data whose target spacing is not too anisotropic (ratio <= 3);
+* ``2d`` always exists; ``3d`` only for 3D data whose target spacing is not too anisotropic (ratio <= 3) and
+  whose median image has at least 8 voxels along every axis;
 * patch = the median foreground-cropped image (whole slices in 2D), rounded to the network's downsampling,
   shrunk until the compute target fits; on CPU a 2D slice larger than the target is first coarsened by at most
   2x in plane (whole-slice context is worth more than resolution at a CPU budget);
 * network depth: downsample an axis while it stays >= 4 voxels (and is not much coarser than the others);
   widths double per stage from a base, capped;
-* batch size from the memory target, capped so one batch holds at most 5 % of all training voxels and, under a
-  time budget, so that at least 1000 iterations fit;
-* corruption sizes scale the reference 10-44 mm (on a ~150 mm brain) to the data's foreground extent.
+* under a time budget the patch shrinks (not below 32 voxels per axis) until a batch of 2 leaves room for 1000
+  iterations; the batch size comes from the memory target, then shrinks until 1000 iterations fit (at least 2);
+  3D batches hold at most 5 % of all training voxels (nnU-Net's rule);
+* corruption sizes scale the reference 10-44 mm (on a ~150 mm brain) to the data's smaller in-plane foreground
+  extent.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,6 +49,7 @@ ANISOTROPY_THRESHOLD = 3.0
 REFERENCE_SHAPE_SIZE_MM = (10.0, 44.0)  # DISYRE v2 on 1 mm brain MRI
 REFERENCE_EXTENT_MM = 150.0  # typical in-plane brain extent those sizes were chosen for
 MIN_FEATURE_SIZE = 4
+MIN_PATCH_EDGE = 32  # voxels; patches are not shrunk below this (or the image) to meet a target
 NUM_SEVERITIES = 4
 MIN_ITERATIONS = 1000  # a time budget shrinks the batch until at least this many steps fit
 # per device: (max 2D patch voxels, max 3D patch voxels, base width, max width 2D, max width 3D, max batch)
@@ -58,13 +63,20 @@ CONV_EFFICIENCY = 0.5  # fp32 conv training reaches ~0.35-1x the measured fp32 m
 BF16_SPEEDUP = 3.0  # bf16 autocast on CPUs with AMX/AVX512-BF16 (measured 2.7-3.8x at 64-128 px)
 
 
-def transpose_for(median_spacing: Sequence[float], is_2d: bool) -> list[int]:
-    """Coarsest axis first; identity for 2D data and near-isotropic spacing (max/min < 1.2)."""
-    s = np.asarray(median_spacing, float)
-    if is_2d or s.max() < 1.2 * s.min():
+def transpose_for(median_spacing: Sequence[float], median_shape: Sequence[float], is_2d: bool) -> list[int]:
+    """Slice axis first: a one-voxel axis (2D data, wherever it is stored), else the coarsest axis; identity for
+    near-isotropic spacing (max/min < 1.2)."""
+    s, n = np.asarray(median_spacing, float), np.asarray(median_shape, float)
+    single = [a for a in range(3) if n[a] <= 1]
+    if single:
+        first = 0 if 0 in single else single[0]
+    elif is_2d:
+        first = 0
+    elif s.max() < 1.2 * s.min():
         return [0, 1, 2]
-    worst = int(np.argmax(s))
-    return [worst] + [a for a in range(3) if a != worst]
+    else:
+        first = int(np.argmax(s))
+    return [first] + [a for a in range(3) if a != first]
 
 
 def fullres_target_spacing(spacings: np.ndarray, shapes: np.ndarray) -> list[float]:
@@ -101,6 +113,8 @@ def network_topology(patch: Sequence[int], spacing: Sequence[float], max_stages:
         sp = [s * st for s, st in zip(sp, stride)]
     total = np.prod(strides, 0)
     rounded = [int(math.ceil(p / t) * t) for p, t in zip(patch, total)]
+    if list(rounded) != [int(p) for p in patch]:  # rounding may allow more downsampling: settle on the final patch
+        return network_topology(rounded, spacing, max_stages)
     return strides, kernels, rounded
 
 
@@ -132,20 +146,26 @@ def estimate_gflop_per_sample(patch: Sequence[int], strides: list[list[int]], ke
 
 
 def _fit_patch(median_shape: Sequence[float], spacing: Sequence[float], max_voxels: int, base: int, cap: int,
-               memory_target_gb: float, bytes_per_value: float
-               ) -> tuple[list[list[int]], list[list[int]], list[int], list[int]]:
+               memory_target_gb: float, bytes_per_value: float, max_seconds_per_sample: float | None,
+               speed_gflops: float) -> tuple[list[list[int]], list[list[int]], list[int], list[int]]:
     """Start from the median shape; shrink the axis with the largest extent (mm) until the patch has at most
-    ``max_voxels`` and a batch of 2 fits ``memory_target_gb``. Returns strides, kernels, patch, features."""
+    ``max_voxels``, a batch of 2 fits ``memory_target_gb`` and (if given) one sample trains within
+    ``max_seconds_per_sample``. Axes never shrink below ``MIN_PATCH_EDGE`` voxels (or their median size).
+    Returns strides, kernels, patch, features."""
     patch = [max(round(n), 1) for n in median_shape]
+    floor = [min(p, MIN_PATCH_EDGE) for p in patch]
     while True:
         strides, kernels, rounded = network_topology(patch, spacing)
         features = _features(len(kernels), base, cap)
+        seconds = estimate_gflop_per_sample(rounded, strides, kernels, features, 2) / speed_gflops
         fits = (np.prod(rounded) <= max_voxels
-                and estimate_memory_gb(rounded, strides, features, 2, 2, bytes_per_value) <= memory_target_gb)
-        if fits or max(patch) <= 2 * MIN_FEATURE_SIZE:
+                and estimate_memory_gb(rounded, strides, features, 2, 2, bytes_per_value) <= memory_target_gb
+                and (max_seconds_per_sample is None or seconds <= max_seconds_per_sample))
+        shrinkable = [a for a in range(len(patch)) if patch[a] > floor[a]]
+        if fits or not shrinkable:
             return strides, kernels, rounded, features
-        axis = int(np.argmax([p * s for p, s in zip(patch, spacing)]))
-        patch[axis] = max(int(patch[axis] * 0.9), 2 * MIN_FEATURE_SIZE)
+        axis = max(shrinkable, key=lambda a: patch[a] * spacing[a])
+        patch[axis] = max(int(patch[axis] * 0.9), floor[axis])
 
 
 def plan_configuration(name: str, dim: int, spacing: list[float], median_shape: Sequence[float],
@@ -157,14 +177,17 @@ def plan_configuration(name: str, dim: int, spacing: list[float], median_shape: 
     axes = slice(1, 3) if dim == 2 else slice(0, 3)
     n_conv = 2
     bytes_per_value = 3.0 if hardware.bf16 else 4.0
-    strides, kernels, patch, features = _fit_patch(median_shape[axes], spacing[axes], max_voxels, base, cap,
-                                                   memory_target_gb, bytes_per_value)
-    per_sample = estimate_memory_gb(patch, strides, features, n_conv, 1, bytes_per_value)
-    # nnU-Net's cap: one batch covers at most 5 % of all training voxels (at the target spacing)
-    batch = int(min(targets[5], max(memory_target_gb // per_sample, 1), 0.05 * dataset_voxels / np.prod(patch)))
     speed = hardware.gflops * CONV_EFFICIENCY * (BF16_SPEEDUP if hardware.bf16 else 1.0)
+    # under a time budget a batch of 2 must leave room for MIN_ITERATIONS steps
+    max_seconds = None if time_budget_minutes is None else time_budget_minutes * 60 / (2 * MIN_ITERATIONS)
+    strides, kernels, patch, features = _fit_patch(median_shape[axes], spacing[axes], max_voxels, base, cap,
+                                                   memory_target_gb, bytes_per_value, max_seconds, speed)
+    per_sample = estimate_memory_gb(patch, strides, features, n_conv, 1, bytes_per_value)
+    batch = int(min(targets[5], max(memory_target_gb // per_sample, 1)))
+    if dim == 3:  # nnU-Net's cap: one batch covers at most 5 % of all training voxels (2D samples are many)
+        batch = min(batch, int(0.05 * dataset_voxels / np.prod(patch)))
     seconds_per_sample = estimate_gflop_per_sample(patch, strides, kernels, features, n_conv) / speed
-    if time_budget_minutes is not None:  # a budget must leave room for MIN_ITERATIONS optimiser steps
+    if time_budget_minutes is not None:  # the batch shrinks until MIN_ITERATIONS optimiser steps fit
         batch = min(batch, int(time_budget_minutes * 60 / (MIN_ITERATIONS * seconds_per_sample)))
     batch = max(batch, 2)
     seconds = seconds_per_sample * batch
@@ -192,9 +215,12 @@ def plan_configuration(name: str, dim: int, spacing: list[float], median_shape: 
 
 
 def synomaly_sign(channel_names: Sequence[str]) -> int:
-    """+1 (anomalies brighter) unless every channel is T1-like, where lesions are typically dark."""
-    t1 = [n.strip().lower().startswith("t1") and "c" not in n.lower()[2:4] for n in channel_names]
-    return -1 if all(t1) else 1
+    """+1 (anomalies brighter) unless every channel is a native T1, where lesions are typically dark
+    (contrast-enhanced T1 -- T1c, T1ce, T1Gd, T1-post -- counts as bright)."""
+    def native_t1(name: str) -> bool:
+        n = name.strip().lower()
+        return n.startswith("t1") and not re.search(r"gd|post|ce|contrast|^t1[-_ ]?c", n)
+    return -1 if all(native_t1(n) for n in channel_names) else 1
 
 
 def plan_experiment(fingerprint: dict[str, Any], hardware: HardwareInfo | None = None,
@@ -203,7 +229,8 @@ def plan_experiment(fingerprint: dict[str, Any], hardware: HardwareInfo | None =
     """Plan preprocessing, networks, training, corruption and inference from a dataset fingerprint.
 
     ``memory_target_gb``: training memory per configuration (default 4 on CPU, 8 on GPU).
-    ``time_budget_minutes``: training budget; -1 picks the device default (20 min on CPU, none on GPU).
+    ``time_budget_minutes``: training budget; -1 picks the device default (20 min on CPU, none on GPU); 0 or
+    None: no budget.
     """
     hardware = hardware or HardwareInfo()
     on_cpu = hardware.device == "cpu"
@@ -211,13 +238,16 @@ def plan_experiment(fingerprint: dict[str, Any], hardware: HardwareInfo | None =
         memory_target_gb = 4.0 if on_cpu else 8.0
     if time_budget_minutes is not None and time_budget_minutes < 0:
         time_budget_minutes = CPU_TIME_BUDGET_MINUTES if on_cpu else None
+    elif time_budget_minutes == 0:
+        time_budget_minutes = None
     channel_names: dict[str, str] = fingerprint["channel_names"]
     names = [channel_names[str(i)] for i in range(len(channel_names))]
     file_ending = fingerprint["file_ending"]
-    is_2d = fingerprint["is_2d"]
+    median_shape_raw = fingerprint["median_shape_after_crop"]
+    is_2d = bool(fingerprint["is_2d"] or min(median_shape_raw) <= 1)
     cases = fingerprint["cases"]
 
-    tf = transpose_for(fingerprint["median_spacing"], is_2d)
+    tf = transpose_for(fingerprint["median_spacing"], median_shape_raw, is_2d)
     tb = [int(i) for i in np.argsort(tf)]
     spacings = np.array([[c["spacing"][a] for a in tf] for c in cases], float)
     shapes = np.array([[c["shape_after_crop"][a] for a in tf] for c in cases], float)
@@ -237,7 +267,7 @@ def plan_experiment(fingerprint: dict[str, Any], hardware: HardwareInfo | None =
     configurations["2d"] = plan_configuration("2d", 2, spacing_2d, median_2d, voxels_2d, hardware,
                                               memory_target_gb, time_budget_minutes, plans_name)
     median_3d = np.median(shapes * spacings / np.asarray(target), 0)
-    if not is_2d and max(target) / min(target) <= ANISOTROPY_THRESHOLD and median_3d[0] >= 2 * MIN_FEATURE_SIZE:
+    if not is_2d and max(target) / min(target) <= ANISOTROPY_THRESHOLD and min(median_3d) >= 2 * MIN_FEATURE_SIZE:
         voxels_3d = float(np.sum(np.prod(shapes * spacings / np.asarray(target), axis=1)))
         configurations["3d"] = plan_configuration("3d", 3, target, list(median_3d), voxels_3d, hardware,
                                                   memory_target_gb, time_budget_minutes, plans_name)
@@ -252,8 +282,9 @@ def plan_experiment(fingerprint: dict[str, Any], hardware: HardwareInfo | None =
         else:
             normalization.append(NormalizationPlan(name, scheme))
 
-    extent = np.asarray(fingerprint["median_foreground_extent_mm"], float)[tf]
-    extent = extent[extent > 0] if is_2d else extent
+    # sizes follow the in-plane foreground extent (the slice axis may be thin or absent)
+    extent = np.asarray(fingerprint["median_foreground_extent_mm"], float)[tf][1:]
+    extent = extent[extent > 0]
     smallest = float(extent.min()) if extent.size else REFERENCE_EXTENT_MM
     size_mm = [round(r * smallest / REFERENCE_EXTENT_MM, 2) for r in REFERENCE_SHAPE_SIZE_MM]
     codebook = [fingerprint["intensity_codebook"][str(ch)]["centroids"] for ch in range(len(names))]

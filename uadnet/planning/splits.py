@@ -31,9 +31,15 @@ def ensure_splits(path: str | os.PathLike, identifiers: list[str], num_folds: in
     known = set(identifiers)
     if not isinstance(splits, list) or not all(isinstance(s, dict) and {"train", "val"} <= set(s) for s in splits):
         raise ValueError(f"{path} must be a list of {{'train': [...], 'val': [...]}} objects. Fix or delete it.")
+    used: set[str] = set()
     for k, s in enumerate(splits):
         unknown = sorted((set(s["train"]) | set(s["val"])) - known)
         if unknown:
             raise ValueError(f"{path}: fold {k} names cases that are not in imagesTr: {unknown[:5]}. "
                              "Fix the file or delete it to regenerate the splits.")
+        used |= set(s["train"]) | set(s["val"])
+    unused = sorted(known - used)
+    if unused:
+        raise ValueError(f"{path}: {len(unused)} case(s) of imagesTr are in no fold (e.g. {unused[:3]}), so they "
+                         "would never be used. Add them to the folds or delete the file to regenerate the splits.")
     return splits

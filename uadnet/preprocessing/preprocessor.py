@@ -48,6 +48,9 @@ def preprocess_case(image: np.ndarray, properties: dict[str, Any], plans: Plans,
     tf = list(plans.transpose_forward)
     data = image.transpose([0, *[a + 1 for a in tf]])
     spacing = [float(properties["spacing"][a]) for a in tf]
+    if mask is not None and np.asarray(mask).size != np.prod(image.shape[1:]):
+        raise ValueError(f"the mask has shape {np.asarray(mask).shape}, the image {image.shape[1:]} (z, y, x): the "
+                         "mask must lie on the image grid (run with --verify_dataset_integrity to find the file)")
     mask_t = None if mask is None else np.asarray(mask).reshape(image.shape[1:]).transpose(tf)
 
     method = choose_foreground_method(plans.foreground, data, mask_t is not None)

@@ -13,9 +13,19 @@ from typing import Any
 import numpy as np
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file (mkstemp alone gives 0600)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success fsync it and rename it onto ``path``."""
+    """Yield a temporary path beside ``path`` (same ``suffix``, so writers pick the format from it); on success
+    fsync it, give it the usual permissions and rename it onto ``path``. On failure ``path`` is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
@@ -25,6 +35,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp_path, _FILE_MODE)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -42,9 +53,10 @@ def _to_builtin(obj: Any) -> Any:
 
 
 def save_json(obj: Any, path: str | os.PathLike, indent: int = 2) -> None:
-    """Write JSON atomically (numpy scalars and arrays become plain numbers and lists)."""
+    """Write JSON atomically (numpy scalars and arrays become plain numbers and lists; NaN/Inf are an error,
+    as they are not JSON)."""
     with atomic_path(path, ".json") as tmp, open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=indent, default=_to_builtin)
+        json.dump(obj, f, indent=indent, default=_to_builtin, allow_nan=False)
         f.write("\n")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -35,22 +35,35 @@ def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], num_processes: 
         bar.close()
         return results
     ctx = multiprocessing.get_context("spawn")
+    # at most num_processes items in flight, so a dying worker can be pinned to the few items it may have held
+    pending = iter(range(len(items)))
     with ProcessPoolExecutor(max_workers=num_processes, mp_context=ctx) as pool:
-        futures = {pool.submit(fn, item): k for k, item in enumerate(items)}
+        futures = {}
+
+        def submit_next() -> None:
+            k = next(pending, None)
+            if k is not None:
+                futures[pool.submit(fn, items[k])] = k
+
+        for _ in range(num_processes):
+            submit_next()
         try:
-            for fut in as_completed(futures):
-                k = futures[fut]
-                try:
-                    results[k] = fut.result()
-                except BrokenProcessPool as e:
-                    unfinished = [names[j] for f, j in futures.items() if f.done() and f.exception() is not None]
-                    shown = ", ".join(unfinished[:5]) + (" ..." if len(unfinished) > 5 else "")
-                    raise WorkerError(
-                        f"{desc}: a worker process died while processing one of: {shown} (often: out of memory). "
-                        f"Re-run with fewer processes (-np 1) to see the error or lower memory use.") from e
-                except Exception as e:
-                    raise WorkerError(f"{desc} failed on {names[k]}: {e}") from e
-                bar.update()
+            while futures:
+                done, _ = wait(futures, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    k = futures[fut]
+                    try:
+                        results[k] = fut.result()
+                    except BrokenProcessPool as e:
+                        held = sorted(names[j] for j in futures.values())
+                        raise WorkerError(
+                            f"{desc}: a worker process died while processing {' or '.join(held)} (often: out of "
+                            f"memory). Re-run with fewer processes (-np 1) to see the error or lower memory use.") from e
+                    except Exception as e:
+                        raise WorkerError(f"{desc} failed on {names[k]}: {e}") from e
+                    del futures[fut]
+                    bar.update()
+                    submit_next()
         except BaseException:
             for f in futures:
                 f.cancel()

@@ -31,6 +31,7 @@ def test_outputs_resume_and_hand_edits(uadnet_env, capsys):
     assert set(plans.configurations) == {"2d", "3d"}
     fp = json.loads((out / "dataset_fingerprint.json").read_text())
     assert fp["num_cases"] == 5
+    assert (out / "dataset_fingerprint.png").stat().st_size > 10_000
     splits = json.loads((out / "splits_final.json").read_text())
     assert len(splits) == 5
     assert sorted(functools.reduce(operator.iadd, (s["val"] for s in splits), [])) == [f"case_{i:03d}" for i in range(5)]

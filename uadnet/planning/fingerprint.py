@@ -24,6 +24,7 @@ from uadnet.utilities.parallel import parallel_map
 
 PERCENTILES = (0.5, 2.0, 98.0, 99.5)
 CODEBOOK_SAMPLES = 50_000
+HISTOGRAM_BINS = 64  # of the normalised foreground intensities, over [0, 1]
 
 
 def _percentile_key(p: float) -> str:
@@ -111,7 +112,8 @@ def aggregate_fingerprint(cases: list[dict[str, Any]], dataset_name: str, channe
             normalized = np.concatenate([np.asarray(p["normalized_samples"][scheme]) for p in per])
         if len(normalized) > CODEBOOK_SAMPLES:
             normalized = np.random.default_rng(seed).choice(normalized, CODEBOOK_SAMPLES, replace=False)
-        codebooks[ch] = {"normalization": scheme, "centroids": intensity_codebook(normalized, codebook_size, seed)}
+        codebooks[ch] = {"normalization": scheme, "centroids": intensity_codebook(normalized, codebook_size, seed),
+                         "histogram": np.histogram(normalized, HISTOGRAM_BINS, (0.0, 1.0))[0].tolist()}
     methods = sorted({c["foreground_method"] for c in cases})
     stripped = [{k: v for k, v in c.items() if k != "channels"} for c in cases]
     return {

@@ -21,6 +21,7 @@ from uadnet.plans import FINGERPRINT_FILE, PLANS_FILE, SPLITS_FILE, Plans
 from uadnet.preprocessing.preprocessor import preprocess_case
 from uadnet.utilities.file_io import load_json, save_json, save_npy
 from uadnet.utilities.parallel import parallel_map
+from uadnet.visualization.fingerprint_plot import plot_fingerprint
 
 
 def preprocessing_key(plans: Plans, configuration: str) -> str:
@@ -86,6 +87,7 @@ def plan_and_preprocess_dataset(dataset: str | int, configurations: list[str] | 
         fingerprint = extract_fingerprint(raw, num_processes, codebook_size=codebook_size,
                                           disable_progress_bar=disable_progress_bar)
         save_json(fingerprint, fp_path)
+        plot_fingerprint(fingerprint, out / "dataset_fingerprint.png")
     else:
         say(f"[{name}] using existing {fp_path}")
 

@@ -1,0 +1,1 @@
+"""Figures a user looks at instead of reading JSON."""

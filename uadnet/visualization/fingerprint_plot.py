@@ -1,0 +1,52 @@
+"""``dataset_fingerprint.png``: intensity histograms with the codebook, spacings and foreground extents."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from uadnet.utilities.file_io import atomic_path
+
+
+def plot_fingerprint(fingerprint: dict[str, Any], path: str | os.PathLike) -> None:
+    """One row per channel (normalised foreground histogram + codebook centroids), then spacing and extent."""
+    channels = fingerprint["channel_names"]
+    cases = fingerprint["cases"]
+    fig, axes = plt.subplots(1, len(channels) + 2, figsize=(4 * (len(channels) + 2), 3.4), squeeze=False)
+    axes = axes[0]
+    for ax, (ch, name) in zip(axes, channels.items()):
+        cb = fingerprint["intensity_codebook"][ch]
+        hist = np.asarray(cb.get("histogram", []), float)
+        if hist.size:
+            edges = np.linspace(0, 1, hist.size + 1)
+            ax.bar(edges[:-1], hist / hist.sum(), width=np.diff(edges), align="edge", color="0.6")
+        for c in cb["centroids"]:
+            ax.axvline(c, color="tab:red", lw=1.5)
+        ax.set_title(f"channel {ch} '{name}' ({cb['normalization']})", fontsize=9)
+        ax.set_xlabel("normalised foreground intensity")
+        ax.set_ylabel("fraction of voxels")
+    spacing = np.array([c["spacing"] for c in cases])
+    ax = axes[-2]
+    for a, label in enumerate("zyx"):
+        ax.plot(np.arange(len(cases)), spacing[:, a], "o", ms=3, label=f"{label} (median {np.median(spacing[:, a]):g})")
+    ax.set_yscale("log")
+    ax.set_title(f"spacing of {len(cases)} training cases", fontsize=9)
+    ax.set_xlabel("case")
+    ax.set_ylabel("mm (file axis order z, y, x)")
+    ax.legend(fontsize=7)
+    extent = np.array([c["foreground_extent_mm"] for c in cases])
+    ax = axes[-1]
+    ax.boxplot([extent[:, a] for a in range(3)], tick_labels=list("zyx"))
+    ax.set_title("foreground extent", fontsize=9)
+    ax.set_ylabel("mm (0: one-voxel axis)")
+    fig.suptitle(f"{fingerprint['dataset_name']}: red lines = intensity codebook (k-means centroids)", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)

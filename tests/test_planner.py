@@ -176,3 +176,11 @@ def test_planner_is_pure_and_plans_round_trip_through_json(tmp_path):
         Plans.from_dict(d)
     with pytest.raises(PlansError, match="'3d' is not|configuration '4d'"):
         a.configuration("4d")
+
+
+def test_synomaly_sign_from_channel_names():
+    from uadnet.planning.planner import synomaly_sign
+
+    assert synomaly_sign(["T1"]) == -1 and synomaly_sign(["t1w", "T1_native"]) == -1
+    for names in (["T1c"], ["T1ce"], ["T1Gd"], ["t1_post"], ["T1", "FLAIR"], ["T2"], ["CT"]):
+        assert synomaly_sign(names) == 1, names

@@ -13,7 +13,7 @@ from uadnet.planning.hardware import HardwareInfo
 from uadnet.planning.planner import plan_experiment
 from uadnet.plans import NormalizationPlan
 from uadnet.preprocessing.foreground import compute_foreground
-from uadnet.preprocessing.normalization import normalize
+from uadnet.preprocessing.normalization import normalization_scheme_for, normalize
 from uadnet.preprocessing.preprocessor import preprocess_case, revert_preprocessing
 
 CPU = HardwareInfo(device="cpu", bf16=False, gflops=100)
@@ -38,6 +38,16 @@ def test_percentile_ct_rgb_normalisation_exact_values():
     assert ct.min() == 0 and ct.max() == 1 and ct[0, 0, 5, 0] == pytest.approx(0.5)
     rgb, _ = normalize(np.full((1, 1, 2, 2), 51, np.float32), np.ones((1, 2, 2), bool), [NormalizationPlan("R", "rgb")])
     assert np.allclose(rgb, 0.2)
+
+
+def test_scheme_from_channel_name():
+    for name in ("CT", "ct", "CTA", "NCCT", "CECT", "CT_venous", "low-dose CT"):
+        assert normalization_scheme_for(name, ".nii.gz") == "ct", name
+    for name in ("T1", "FLAIR", "DWI", "CBCT", "octopus", "Doctor"):
+        assert normalization_scheme_for(name, ".nii.gz") == "percentile", name
+    assert normalization_scheme_for("R", ".nii.gz") == "rgb"
+    assert normalization_scheme_for("grey", ".png") == "rgb"
+    assert normalization_scheme_for("grey", ".png", max_intensity=4095) == "percentile"  # 16-bit photo format
 
 
 def test_foreground_methods():

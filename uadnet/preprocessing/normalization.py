@@ -8,12 +8,12 @@ import numpy as np
 
 from uadnet.plans import NormalizationPlan
 
-_CT = re.compile(r"(^|[^a-z])ct([^a-z]|$)", re.IGNORECASE)
+_CT = re.compile(r"(^|[^a-z])(nc|ce)?cta?([^a-z]|$)", re.IGNORECASE)  # CT, CTA, NCCT, CECT, "CT venous"
 _RGB = {"r", "g", "b", "red", "green", "blue", "rgb"}
 
 
 def normalization_scheme_for(channel_name: str, file_ending: str, max_intensity: float | None = None) -> str:
-    """``ct`` for names containing the word CT; ``rgb`` for R/G/B channels or photo formats whose intensities
+    """``ct`` for names containing the word CT (also CTA, NCCT, CECT); ``rgb`` for R/G/B channels or photo formats whose intensities
     stay within 0..255 (``max_intensity``, when known); else ``percentile`` (MRI and anything unknown: robust
     per-image scaling)."""
     if _CT.search(channel_name):

@@ -9,6 +9,7 @@ Test cases get a tumour-like lesion, white-matter hyperintensities or an infarct
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,13 @@ from uadnet.demo.anatomy import bias_field, load_template, random_deformation, w
 from uadnet.demo.lesions import GENERATORS
 from uadnet.imageio import SimpleITKIO
 from uadnet.paths import make_dataset_name
+from uadnet.utilities.file_io import load_json, save_json
 from uadnet.utilities.parallel import parallel_map
 
 CHANNELS = ("T1", "FLAIR")
+KINDS = ("tumour", "wmh", "infarct")  # names of GENERATORS' lesions, as recorded in dataset.json
 HEALTHY_TEST_EVERY = 4  # every 4th test case stays healthy
+BUILD_RECORD = ".demo_build.json"  # parameters of the build in this folder, written first (dataset.json: last)
 
 
 def _case_files(folder: Path, split: str, identifier: str) -> list[Path]:
@@ -50,7 +54,7 @@ def synthesize_case(resolution_mm: float, seed: int, split: str, index: int, les
     kind = "healthy"
     if lesion is not None:
         lesion_rng = np.random.default_rng([seed, 2, index])  # own stream: anatomy and noise match the healthy case
-        found = GENERATORS[lesion](mask, wm, tpl.spacing, lesion_rng)
+        found = GENERATORS[lesion](mask, gm, wm, tpl.spacing, lesion_rng)
         kind = found.kind
         if found.displacement is not None:  # mass effect: tissue pushed away from the tumour
             grid = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in mask.shape], indexing="ij"))
@@ -83,21 +87,43 @@ def _build_case(task: dict[str, Any]) -> str:
     return kind
 
 
+def _prepare_folder(folder: Path, n_train: int, n_test: int, resolution_mm: float, seed: int) -> None:
+    """Refuse to mix builds with other parameters; drop cases beyond ``n_train``/``n_test`` of an earlier build."""
+    record = folder / BUILD_RECORD
+    params = {"resolution_mm": float(resolution_mm), "seed": int(seed)}
+    if record.is_file() and load_json(record) != params:
+        raise ValueError(f"{folder} holds a demo build with {load_json(record)}, not {params}. Delete the folder, "
+                         "or choose another --id/--name.")
+    for sub in ("imagesTr", "masksTr", "imagesTs", "labelsTs"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    save_json(params, record)
+    for sub, prefix, n in (("imagesTr", "demo", n_train), ("masksTr", "demo", n_train), ("imagesTs", "test", n_test),
+                           ("labelsTs", "test", n_test)):
+        for f in (folder / sub).iterdir():
+            m = re.match(rf"{prefix}_(\d{{3}})(_\d{{4}})?\.nii\.gz$", f.name)
+            if m and int(m.group(1)) >= n:
+                f.unlink()
+
+
 def make_demo_dataset(output_root: str | os.PathLike, n_train: int = 40, n_test: int = 20,
                       resolution_mm: float = 2.0, seed: int = 0, dataset_id: int = 990, name: str = "DemoBrain",
                       num_processes: int = 1, disable_progress_bar: bool = False) -> Path:
     """Write the demo dataset into ``output_root/DatasetXXX_<name>`` and return that folder.
 
-    ``dataset.json`` is written last, so a complete dataset is recognisable; re-running skips finished cases.
+    ``resolution_mm``: isotropic spacing in mm. ``dataset.json`` is written last, so a complete dataset is
+    recognisable; re-running skips finished cases (a build with another seed or resolution in the same folder is
+    refused; cases beyond ``n_train``/``n_test`` left by an earlier, larger build are deleted).
     """
+    if n_train < 1 or n_test < 0 or resolution_mm <= 0:
+        raise ValueError(f"need n_train >= 1, n_test >= 0, resolution_mm > 0; got {n_train}, {n_test}, "
+                         f"{resolution_mm}")
     folder = Path(output_root) / make_dataset_name(dataset_id, name)
-    for sub in ("imagesTr", "masksTr", "imagesTs", "labelsTs"):
-        (folder / sub).mkdir(parents=True, exist_ok=True)
+    _prepare_folder(folder, n_train, n_test, resolution_mm, seed)
     tasks = [{"folder": str(folder), "split": "Tr", "identifier": f"demo_{i:03d}", "index": i, "lesion": None,
               "seed": seed, "resolution": resolution_mm, "kind_hint": "healthy"} for i in range(n_train)]
     for i in range(n_test):
         lesion = None if i % HEALTHY_TEST_EVERY == HEALTHY_TEST_EVERY - 1 else i % len(GENERATORS)
-        kind = "healthy" if lesion is None else GENERATORS[lesion].__name__
+        kind = "healthy" if lesion is None else KINDS[lesion]
         tasks.append({"folder": str(folder), "split": "Ts", "identifier": f"test_{i:03d}", "index": i,
                       "lesion": lesion, "seed": seed, "resolution": resolution_mm, "kind_hint": kind})
     kinds = parallel_map(_build_case, tasks, num_processes, "demo cases", names=[t["identifier"] for t in tasks],

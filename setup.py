@@ -30,6 +30,7 @@ setup(
         "console_scripts": [
             "uadnet_plan_and_preprocess=uadnet.cli.plan_and_preprocess:main",
             "uadnet_make_demo_dataset=uadnet.cli.make_demo_dataset:main",
+            "uadnet_plot_corruptions=uadnet.cli.plot_corruptions:main",
         ]
     },
 )

@@ -1,0 +1,38 @@
+"""The interface every corruption family implements.
+
+A corruption is a small deterministic callable::
+
+    corrupted = family(image, foreground, rng, spacing)
+
+``image``: ``(c, z, y, x)`` float32 in [0, 1] (a 2D sample has ``z == 1``); ``foreground``: ``(z, y, x)`` bool;
+``rng``: ``numpy.random.Generator`` (all randomness comes from it, so a seed fixes the output); ``spacing``:
+``(z, y, x)`` mm (a 2D sample's slice spacing is ignored). Sizes in the parameters are in mm and converted
+with the spacing. The input arrays are never modified.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass
+class Corrupted:
+    """The result: the corrupted image, where it was changed and how strongly."""
+
+    image: np.ndarray  # (c, z, y, x) float32 in [0, 1]
+    mask: np.ndarray  # (z, y, x) float32 soft anomaly mask in [0, 1]; 0 outside the foreground
+    severity: float  # α in [0, 1]; 0 means the image is returned unchanged
+
+
+class Corruption(Protocol):
+    def __call__(self, image: np.ndarray, foreground: np.ndarray, rng: np.random.Generator,
+                 spacing: Sequence[float]) -> Corrupted: ...
+
+
+def unchanged(image: np.ndarray) -> Corrupted:
+    """The identity corruption (clean samples)."""
+    return Corrupted(image.astype(np.float32, copy=True), np.zeros(image.shape[1:], np.float32), 0.0)

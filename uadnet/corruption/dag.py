@@ -1,0 +1,130 @@
+"""DAG, the DISYRE v2 corruption (``cold_ensemble``, the default): shape × texture × intensity bias.
+
+1. shape: a soft mask m (``shapes.random_shape``; sizes in mm, edge σ in voxels);
+2. texture: a foreign patch, min–max rescaled to the target's range inside the mask, blended with α_tex:
+   ``x·(1 − α_tex·m) + fp·α_tex·m``;
+3. intensity bias: quantise each channel to the plans' intensity codebook (nearest centroid, normalised [0, 1]
+   intensities), select a random non-empty subset of the classes, blur the selection (σ in voxels) into b, add
+   ``s·α_b·m·b`` with s = ±1 (classes of the clean image, chosen among those present inside the mask);
+then clip to [0, 1]. α_tex, α_b ~ U(severity_range); severity α = max(α_tex, α_b). Only the mask's bounding box
+(plus the blur margin) is computed. The random draws do not depend on α, so one seed gives the same shape,
+classes and sign at every severity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+from scipy.ndimage import gaussian_filter
+
+from uadnet.corruption.base import Corrupted
+from uadnet.corruption.fpi import foreign_image
+from uadnet.corruption.shapes import SHAPE_TYPES, mask_bbox, random_shape
+
+if TYPE_CHECKING:
+    from uadnet.plans import Plans
+
+DEFAULT_CODEBOOK = (0.1, 0.3, 0.5, 0.7, 0.9)  # used when the plans carry no codebook
+
+
+def quantise(values: np.ndarray, centroids: Sequence[float]) -> np.ndarray:
+    """Index of the nearest centroid (``centroids`` sorted ascending) for every value; same shape, int64."""
+    c = np.asarray(centroids, np.float64)
+    return np.searchsorted((c[1:] + c[:-1]) / 2.0, values)
+
+
+def texture(image: np.ndarray, foreign: np.ndarray, mask: np.ndarray, alpha_tex: float) -> np.ndarray:
+    """Blend ``foreign`` (c, z, y, x), min–max rescaled per channel to ``image``'s range inside ``mask > 0``, into
+    ``image``: ``x + α_tex·m·(fp − x)``. float32; exactly ``image`` where ``α_tex·m == 0``."""
+    support = mask > 0
+    if not support.any() or alpha_tex == 0:
+        return image.astype(np.float32, copy=True)
+    x_in, f_in = image[:, support], foreign[:, support]
+    lo_x, hi_x = x_in.min(1), x_in.max(1)
+    lo_f, hi_f = f_in.min(1), f_in.max(1)
+    scale = (hi_x - lo_x) / np.maximum(hi_f - lo_f, 1e-6)
+    fp = (foreign - lo_f[:, None, None, None]) * scale[:, None, None, None] + lo_x[:, None, None, None]
+    w = np.float32(alpha_tex) * mask[None].astype(np.float32)
+    return (image + w * (fp - image)).astype(np.float32)
+
+
+def selection_map(channel: np.ndarray, centroids: Sequence[float], classes: Sequence[int],
+                  sigma_voxels: float) -> np.ndarray:
+    """The blurred indicator (z, y, x) float32 of voxels whose nearest centroid is in ``classes`` (σ in voxels,
+    in-plane only for 2D)."""
+    sel = np.isin(quantise(channel, centroids), np.asarray(classes)).astype(np.float32)
+    if sigma_voxels > 0:
+        sel = gaussian_filter(sel, (0.0 if channel.shape[0] == 1 else sigma_voxels, sigma_voxels, sigma_voxels),
+                              mode="nearest")
+    return sel
+
+
+def intensity_bias(image: np.ndarray, mask: np.ndarray, codebook: Sequence[Sequence[float]],
+                   classes: Sequence[Sequence[int]], alpha_b: float, sign: float, sigma_voxels: float = 1.0,
+                   reference: np.ndarray | None = None) -> np.ndarray:
+    """``x + s·α_b·m·b`` (unclipped, float32); b per channel = ``selection_map(r_c, codebook[c], classes[c])`` of
+    ``reference`` (default: ``image``; DAG passes the clean image, so the classes are its tissue classes)."""
+    out = image.astype(np.float32, copy=True)
+    ref = image if reference is None else reference
+    if alpha_b == 0 or not mask.any():
+        return out
+    for ch in range(image.shape[0]):
+        b = selection_map(ref[ch], codebook[ch], classes[ch], sigma_voxels)
+        out[ch] += np.float32(sign * alpha_b) * mask * b
+    return out
+
+
+@dataclass
+class DAG:
+    """DISYRE v2 corruption. ``codebook``: per-channel sorted centroids in [0, 1] (one list is shared by all
+    channels; empty → ``DEFAULT_CODEBOOK``). Sizes in mm, σ in voxels."""
+
+    size_mm: Sequence[float] = (10.0, 44.0)
+    shape_types: Sequence[str] = SHAPE_TYPES
+    edge_sigma_voxels: Sequence[float] = (0.0, 5.0)
+    edge_probability: float = 0.7
+    codebook: Sequence[Sequence[float]] = field(default_factory=list)
+    severity_range: Sequence[float] = (0.0, 1.0)
+    bias_blur_sigma_voxels: float = 1.0
+
+    @classmethod
+    def from_plans(cls, plans: Plans) -> DAG:
+        cp = plans.corruption
+        return cls(tuple(cp.shape_size_mm), tuple(cp.shape_types), tuple(cp.edge_sigma_voxels),
+                   cp.edge_smoothing_probability, [list(c) for c in cp.intensity_codebook],
+                   tuple(cp.severity_range), cp.bias_blur_sigma_voxels)
+
+    def channel_codebooks(self, num_channels: int) -> list[list[float]]:
+        books = [sorted(c) for c in self.codebook if len(c)] or [list(DEFAULT_CODEBOOK)]
+        if len(books) == 1:
+            return books * num_channels
+        if len(books) != num_channels:
+            raise ValueError(f"intensity codebook has {len(books)} channels, the image {num_channels}")
+        return books
+
+    def __call__(self, image: np.ndarray, foreground: np.ndarray, rng: np.random.Generator,
+                 spacing: Sequence[float], *, foreign: np.ndarray | None = None) -> Corrupted:
+        mask = random_shape(image.shape[1:], foreground, rng, spacing, self.size_mm, self.shape_types,
+                            self.edge_sigma_voxels, self.edge_probability)
+        a_tex, a_b = (float(a) for a in rng.uniform(*self.severity_range, size=2))
+        sign = 1.0 if rng.random() < 0.5 else -1.0
+        fp = foreign_image(image, rng, foreign)
+        margin = int(np.ceil(3 * self.bias_blur_sigma_voxels)) + 1
+        box = mask_bbox(mask, margin)
+        if box is None or max(a_tex, a_b) == 0.0:
+            return Corrupted(image.astype(np.float32, copy=True), np.zeros_like(mask), 0.0)
+        crop = (slice(None),) + box
+        m, x = mask[box], image[crop]
+        books = self.channel_codebooks(image.shape[0])
+        classes = []  # per channel, a random non-empty subset of the clean image's classes inside the mask
+        for ch, book in enumerate(books):
+            present = np.unique(quantise(x[ch][m > 0], book))
+            classes.append(rng.choice(present, rng.integers(1, present.size + 1), replace=False))
+        out = texture(x, fp[crop], m, a_tex)
+        out = intensity_bias(out, m, books, classes, a_b, sign, self.bias_blur_sigma_voxels, reference=x)
+        result = image.astype(np.float32, copy=True)
+        result[crop] = np.clip(out, 0.0, 1.0)
+        return Corrupted(result, mask, max(a_tex, a_b))

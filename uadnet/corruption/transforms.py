@@ -1,0 +1,59 @@
+"""A batchgenerators transform that applies a corruption per sample inside the data-loading workers."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from batchgenerators.transforms.abstract_transforms import AbstractTransform
+
+
+class CorruptionTransform(AbstractTransform):
+    """Corrupt ``data_dict[data_key]`` (b, c, z, y, x) or 2D (b, c, y, x), float in [0, 1], per sample.
+
+    Adds ``"target"`` (the clean batch, float32), ``"anomaly_mask"`` (b, 1, *spatial) float32 and ``"severity"``
+    (b,) float32, and replaces ``data_key`` with the corrupted batch. ``foreground_key``: (b, *spatial) or
+    (b, 1, *spatial), nonzero = foreground; if absent, everything is foreground. ``spacing``: (z, y, x) or, for
+    2D batches, (y, x) mm. The foreign image of sample i is sample (i + 1) mod b (none for b == 1: the corruption
+    then uses a shifted copy of the sample itself). ``seed``: own ``np.random.Generator``; with None it is seeded
+    lazily, on the first call, from numpy's global RNG (which batchgenerators' augmenters seed per worker).
+    """
+
+    def __init__(self, corruption: Any, data_key: str = "data", foreground_key: str = "foreground",
+                 spacing: Sequence[float] = (1.0, 1.0, 1.0), seed: int | None = None) -> None:
+        self.corruption = corruption
+        self.data_key = data_key
+        self.foreground_key = foreground_key
+        self.spacing = tuple(float(s) for s in spacing)
+        self.rng = np.random.default_rng(seed) if seed is not None else None
+        self._takes_foreign = "foreign" in inspect.signature(corruption).parameters
+
+    def __call__(self, **data_dict: Any) -> dict[str, Any]:
+        if self.rng is None:
+            self.rng = np.random.default_rng(np.random.randint(0, 2**31 - 1))
+        data = np.asarray(data_dict[self.data_key], dtype=np.float32)
+        is2d = data.ndim == 4
+        vol = data[:, :, None] if is2d else data  # (b, c, z, y, x)
+        b = vol.shape[0]
+        fg = data_dict.get(self.foreground_key)
+        if fg is None:
+            fg = np.ones((b, *vol.shape[2:]), bool)
+        else:
+            fg = np.asarray(fg)
+            fg = (fg[:, 0] if fg.ndim == data.ndim else fg) != 0
+            fg = fg[:, None] if is2d else fg
+        spacing = (1.0, *self.spacing[-2:]) if is2d else self.spacing
+        out, masks, sev = np.empty_like(vol), np.empty((b, 1, *vol.shape[2:]), np.float32), np.empty(b, np.float32)
+        for i in range(b):
+            kw = {"foreign": vol[(i + 1) % b] if b > 1 else None} if self._takes_foreign else {}
+            res = self.corruption(vol[i], fg[i], self.rng, spacing, **kw)
+            out[i], masks[i, 0], sev[i] = res.image, res.mask, res.severity
+        if is2d:
+            out, masks = out[:, :, 0], masks[:, :, 0]
+        data_dict["target"] = data.copy()
+        data_dict[self.data_key] = out
+        data_dict["anomaly_mask"] = masks
+        data_dict["severity"] = sev
+        return data_dict

@@ -12,7 +12,7 @@ setup(
     install_requires=[
         "torch>=2.1",
         "numpy>=1.24",
-        "scipy>=1.10",
+        "scipy>=1.12",
         "scikit-image>=0.21",
         "scikit-learn>=1.3",
         "SimpleITK>=2.2",

@@ -70,6 +70,7 @@ def time_training_step(dim: int, patch: tuple[int, ...], batch: int, repeats: in
     import torch
 
     torch.manual_seed(0)
+    torch.set_num_threads(2)
     net = stand_in_unet(dim, [16, 32, 64, 128, 128])
     opt = torch.optim.AdamW(net.parameters())
     x = torch.randn(batch, 1, *patch)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -36,3 +36,14 @@ class Corruption(Protocol):
 def unchanged(image: np.ndarray) -> Corrupted:
     """The identity corruption (clean samples)."""
     return Corrupted(image.astype(np.float32, copy=True), np.zeros(image.shape[1:], np.float32), 0.0)
+
+
+def severity_range_of(plan: Any) -> tuple[float, float]:
+    """``(low, high)`` of α ~ U(low, high) from a ``CorruptionPlan``; other distributions are not implemented."""
+    if plan.severity_distribution != "uniform":
+        raise ValueError(f"corruption.severity_distribution '{plan.severity_distribution}' is not supported; use "
+                         "'uniform' (with severity_range [low, high]) in uadnet_plans.json")
+    low, high = (float(v) for v in plan.severity_range)
+    if not 0 <= low <= high <= 1:
+        raise ValueError(f"corruption.severity_range must satisfy 0 <= low <= high <= 1, got {plan.severity_range}")
+    return low, high

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from uadnet.corruption.base import Corrupted
+from uadnet.corruption.base import Corrupted, severity_range_of
 from uadnet.corruption.fpi import foreign_image
 from uadnet.corruption.shapes import SHAPE_TYPES, mask_bbox, random_shape
 
@@ -95,7 +95,7 @@ class DAG:
         cp = plans.corruption
         return cls(tuple(cp.shape_size_mm), tuple(cp.shape_types), tuple(cp.edge_sigma_voxels),
                    cp.edge_smoothing_probability, [list(c) for c in cp.intensity_codebook],
-                   tuple(cp.severity_range), cp.bias_blur_sigma_voxels)
+                   severity_range_of(cp), cp.bias_blur_sigma_voxels)
 
     def channel_codebooks(self, num_channels: int) -> list[list[float]]:
         books = [sorted(c) for c in self.codebook if len(c)] or [list(DEFAULT_CODEBOOK)]

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from uadnet.corruption.base import Corrupted
+from uadnet.corruption.base import Corrupted, severity_range_of
 from uadnet.corruption.shapes import SHAPE_TYPES, random_shape
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ class FPI:
     def from_plans(cls, plans: Plans) -> FPI:
         cp = plans.corruption
         return cls(tuple(cp.shape_size_mm), tuple(cp.shape_types), tuple(cp.edge_sigma_voxels),
-                   cp.edge_smoothing_probability, tuple(cp.severity_range))
+                   cp.edge_smoothing_probability, severity_range_of(cp))
 
     def __call__(self, image: np.ndarray, foreground: np.ndarray, rng: np.random.Generator,
                  spacing: Sequence[float], *, foreign: np.ndarray | None = None) -> Corrupted:

@@ -1,8 +1,9 @@
 """The "many tasks" corruptions of the image-conditioned DDPM (Baugh et al., UNSURE 2024; Baugh et al. 2023).
 
 Each anomaly is a randomly sheared, rotated and smoothly wobbled rectangle/ellipse (box/ellipsoid in 3D) whose
-per-axis size follows ``clip((offset + Γ(shape, scale))·d, minimum·d, maximum·d)``, ``d`` = the sample's size in
-voxels along that axis (a 2D sample's singleton slice axis is skipped). A task then changes the image inside it:
+per-axis size follows ``clip((offset + Γ(shape, scale))·d, minimum·d, maximum·d)``, ``d`` = the foreground's
+extent in voxels along that axis (the reference uses the image size; anatomy rarely fills a patch). A 2D sample's
+singleton slice axis is skipped. A task then changes the image inside it:
 
 - ``poisson_blend``: a rotated/rescaled patch of a foreign image, Poisson-blended with mixed gradients;
 - ``sink`` / ``source``: radial deformation pulling content towards / pushing it away from a centre in the shape;
@@ -32,6 +33,7 @@ from scipy import ndimage
 
 from uadnet.corruption.base import Corrupted, unchanged
 from uadnet.corruption.poisson import poisson_blend
+from uadnet.corruption.shapes import mask_bbox
 from uadnet.plans import SizeLaw
 
 if TYPE_CHECKING:
@@ -328,15 +330,16 @@ class ManyTasks:
         fg = np.asarray(foreground, bool)[0] if two_d else np.asarray(foreground, bool)
         if foreign is None:
             axis = int(rng.integers(1, x.ndim))
-            src, src_fg = np.flip(x, axis), np.flip(fg, axis - 1)
+            src, src_fg = np.flip(x, axis).copy(), np.flip(fg, axis - 1).copy()  # copies: x changes below
         else:
             src = np.asarray(foreign, np.float32)[spatial]
             src_fg = None if foreign_foreground is None else np.asarray(foreign_foreground, bool)[spatial[1:]]
         mask = np.zeros(fg.shape, np.float32)
         fg_flat = np.flatnonzero(fg)
+        extent = [b.stop - b.start for b in mask_bbox(fg)]  # the size law's d: the foreground's extent per axis
         for _ in range(self.max_anomalies):
             centre = np.array(np.unravel_index(fg_flat[rng.integers(fg_flat.size)], fg.shape), float)
-            shape = random_deformed_shape(rng, fg.shape, centre, self.size_law)
+            shape = random_deformed_shape(rng, extent, centre, self.size_law)
             half = shape.half_extent()
             lo = np.maximum(np.floor(centre - half).astype(int) - 1, 0)
             hi = np.minimum(np.ceil(centre + half).astype(int) + 2, fg.shape)

@@ -48,7 +48,8 @@ def random_shape(shape_zyx: Sequence[int], foreground: np.ndarray, rng: np.rando
 
     ``size_mm``: (min, max) full extent (side / diameter) in mm, drawn per axis. ``types``: subset of
     ``SHAPE_TYPES``. With probability ``edge_probability`` the edges are Gaussian-softened with σ ~ U(edge range)
-    voxels (then rescaled so the peak is 1). The mask is 0 outside ``foreground``; all zeros if it is empty.
+    voxels of the finest axis (the same σ in mm on every axis; then rescaled so the peak is 1). The mask is 0
+    outside ``foreground``; all zeros if it is empty.
     ``center``: fix the centre voxel ``(z, y, x)`` instead of drawing it (tests, visualisation).
     """
     shape_zyx = tuple(int(s) for s in shape_zyx)
@@ -71,8 +72,9 @@ def random_shape(shape_zyx: Sequence[int], foreground: np.ndarray, rng: np.rando
     semi = rng.uniform(size_mm[0], size_mm[1], nd) / 2.0  # semi-axes in mm
     rot = random_rotation(rng, nd) if rotate else np.eye(nd)
     sigma = rng.uniform(*edge_sigma_voxels) if rng.random() < edge_probability else 0.0
+    sigma_axes = sigma * sp.min() / sp  # σ is in voxels of the finest axis: the same blur in mm on every axis
     # axis-aligned half extent of the rotated box (bounds the ellipsoid and blob too), in voxels, + blur margin
-    half = np.ceil((np.abs(rot) @ semi) / sp).astype(int) + int(np.ceil(3 * sigma)) + 1
+    half = np.ceil((np.abs(rot) @ semi) / sp).astype(int) + np.ceil(3 * sigma_axes).astype(int) + 1
     lo, hi = np.maximum(c - half, 0), np.minimum(c + half + 1, dims)
     q = _crop_coordinates(lo, hi, c, sp, rot)
     if kind == "box":
@@ -91,13 +93,13 @@ def random_shape(shape_zyx: Sequence[int], foreground: np.ndarray, rng: np.rando
                 crop = r2 <= 1.0
     soft = crop.astype(np.float32)
     if sigma > 0:
-        soft = gaussian_filter(soft, sigma, mode="nearest")
+        soft = gaussian_filter(soft, sigma_axes, mode="nearest")
         peak = soft.max()
         if peak > 0:
             soft = np.minimum(soft / peak, 1.0)
     box = tuple(slice(a, b) for a, b in zip(lo, hi))
     full_box = ((slice(0, 1),) + box) if is2d else box
-    out[full_box] = soft.reshape(out[full_box].shape) * foreground[full_box]
+    out[full_box] = soft.reshape(out[full_box].shape) * np.asarray(foreground[full_box], bool)
     return out
 
 

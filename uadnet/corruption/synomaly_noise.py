@@ -84,4 +84,4 @@ class SynomalyNoise:
             return unchanged(image)
         shift = np.float32(self.sign * (u + self.offset) * self.image_scale)
         out = np.clip(image + shift * m[None], 0, 1).astype(np.float32)
-        return Corrupted(out, m, float(np.clip(u + self.offset, 0, 1)))
+        return Corrupted(out, m, float((u + self.offset) / (1 + self.offset)))  # (u + o) rescaled to [0, 1]

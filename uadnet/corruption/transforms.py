@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,12 +28,30 @@ class CorruptionTransform(AbstractTransform):
         self.data_key = data_key
         self.foreground_key = foreground_key
         self.spacing = tuple(float(s) for s in spacing)
-        self.rng = np.random.default_rng(seed) if seed is not None else None
-        self._takes_foreign = "foreign" in inspect.signature(corruption).parameters
+        self.seed = seed
+        self.rng: np.random.Generator | None = None
+        self._owner_pid = os.getpid()  # the process that built the transform
+        self._rng_pid: int | None = None
+        params = inspect.signature(corruption).parameters
+        self._takes_foreign = "foreign" in params
+        self._takes_foreign_fg = "foreign_foreground" in params
+
+    def _generator(self) -> np.random.Generator:
+        """One generator per process: ``seed`` in the building process; in a worker (which holds a copy),
+        ``[seed, a draw from numpy's global RNG]``, which batchgenerators seeds differently per worker, so
+        workers never repeat each other's corruptions and a seeded run is reproducible."""
+        pid = os.getpid()
+        if self.rng is None or self._rng_pid != pid:
+            if pid == self._owner_pid and self.seed is not None:
+                self.rng = np.random.default_rng(self.seed)
+            else:
+                worker = int(np.random.randint(0, 2**31 - 1))
+                self.rng = np.random.default_rng([self.seed, worker] if self.seed is not None else worker)
+            self._rng_pid = pid
+        return self.rng
 
     def __call__(self, **data_dict: Any) -> dict[str, Any]:
-        if self.rng is None:
-            self.rng = np.random.default_rng(np.random.randint(0, 2**31 - 1))
+        rng = self._generator()
         data = np.asarray(data_dict[self.data_key], dtype=np.float32)
         is2d = data.ndim == 4
         vol = data[:, :, None] if is2d else data  # (b, c, z, y, x)
@@ -47,8 +66,11 @@ class CorruptionTransform(AbstractTransform):
         spacing = (1.0, *self.spacing[-2:]) if is2d else self.spacing
         out, masks, sev = np.empty_like(vol), np.empty((b, 1, *vol.shape[2:]), np.float32), np.empty(b, np.float32)
         for i in range(b):
-            kw = {"foreign": vol[(i + 1) % b] if b > 1 else None} if self._takes_foreign else {}
-            res = self.corruption(vol[i], fg[i], self.rng, spacing, **kw)
+            j = (i + 1) % b
+            kw = {"foreign": vol[j] if b > 1 else None} if self._takes_foreign else {}
+            if self._takes_foreign_fg:
+                kw["foreign_foreground"] = fg[j] if b > 1 else None
+            res = self.corruption(vol[i], fg[i], rng, spacing, **kw)
             out[i], masks[i, 0], sev[i] = res.image, res.mask, res.severity
         if is2d:
             out, masks = out[:, :, 0], masks[:, :, 0]

@@ -25,6 +25,8 @@ def _sample(folder: Path, case: str, dim: int, patch: Sequence[int], rng: np.ran
         counts = fg.reshape(fg.shape[0], -1).sum(1)
         z = int(rng.choice(np.flatnonzero(counts >= 0.5 * counts.max())))
         return np.array(data[:, z: z + 1], np.float32), np.array(fg[z: z + 1])
+    if not fg.any():
+        raise ValueError(f"{folder / case}_fg.npy has no foreground voxels; re-run uadnet_plan_and_preprocess")
     centre = np.argwhere(fg)[rng.integers(int(fg.sum()))]
     start = [int(np.clip(c - p // 2, 0, max(s - p, 0))) for c, p, s in zip(centre, patch, fg.shape)]
     sl = tuple(slice(a, a + p) for a, p in zip(start, patch))
@@ -40,15 +42,18 @@ def plot_corruption_gallery(folder: str | os.PathLike, cases: Sequence[str], cor
     """
     folder = Path(folder)
     rng = np.random.default_rng(seed)
-    takes_foreign = "foreign" in inspect.signature(corruption).parameters
+    params = inspect.signature(corruption).parameters
+    takes_foreign, takes_foreign_fg = "foreign" in params, "foreign_foreground" in params
     cols = 4
     fig, axes = plt.subplots(n, cols, figsize=(2.4 * cols, 2.4 * n), squeeze=False)
     for row in range(n):
         image, fg = _sample(folder, str(rng.choice(cases)), dim, patch, rng)
-        foreign, _ = _sample(folder, str(rng.choice(cases)), dim, patch, rng)
+        foreign, foreign_fg = _sample(folder, str(rng.choice(cases)), dim, patch, rng)
         if foreign.shape != image.shape:
-            foreign = None
+            foreign, foreign_fg = None, None
         extra = {"foreign": foreign} if takes_foreign else {}
+        if takes_foreign_fg:
+            extra["foreign_foreground"] = foreign_fg
         out = corruption(image, fg, rng, spacing, **extra)
         z = int(np.argmax(out.mask.reshape(out.mask.shape[0], -1).sum(1)))
         diff = np.abs(out.image[channel, z] - image[channel, z])

@@ -83,6 +83,18 @@ class Shape:
                      self.wobble_phase)
 
 
+def plane_rotations(rng: np.random.Generator, ndim: int, max_angle: float) -> np.ndarray:
+    """A rotation composed of one rotation by U(-max_angle, max_angle) (radians) per axis pair, in pair order."""
+    rot = np.eye(ndim)
+    for a, b in itertools.combinations(range(ndim), 2):
+        t = rng.uniform(-max_angle, max_angle)
+        r = np.eye(ndim)
+        r[a, a] = r[b, b] = np.cos(t)
+        r[a, b], r[b, a] = -np.sin(t), np.sin(t)
+        rot = r @ rot
+    return rot
+
+
 def random_deformed_shape(rng: np.random.Generator, spatial_shape: Sequence[int], centre: np.ndarray,
                           law: SizeLaw | None = None, kind: str | None = None,
                           max_wobble: float = 0.3) -> Shape:
@@ -96,12 +108,7 @@ def random_deformed_shape(rng: np.random.Generator, spatial_shape: Sequence[int]
     transform = np.eye(ndim)
     for a in range(ndim):  # shear each axis against one other axis
         transform[a, rng.choice([b for b in range(ndim) if b != a])] = rng.normal(scale=0.2)
-    for a, b in itertools.combinations(range(ndim), 2):
-        t = rng.uniform(-np.pi / 2, np.pi / 2)
-        rot = np.eye(ndim)
-        rot[a, a] = rot[b, b] = np.cos(t)
-        rot[a, b], rot[b, a] = -np.sin(t), np.sin(t)
-        transform = rot @ transform
+    transform = plane_rotations(rng, ndim, np.pi / 2) @ transform
     matrix = transform @ np.diag(sizes / 2)
     kind = kind or ("rect" if rng.random() < 0.5 else "ellipse")
     n_waves = 3
@@ -147,13 +154,7 @@ def foreign_patch_for(crop_shape: Sequence[int], site: Site, rng: np.random.Gene
     or its inverse, centred on a random foreground voxel (linear interpolation, reflected at the border)."""
     src = site.foreign
     ndim = src.ndim - 1
-    rot = np.eye(ndim)
-    for a, b in itertools.combinations(range(ndim), 2):
-        t = rng.uniform(-np.pi / 4, np.pi / 4)
-        r = np.eye(ndim)
-        r[a, a] = r[b, b] = np.cos(t)
-        r[a, b], r[b, a] = -np.sin(t), np.sin(t)
-        rot = r @ rot
+    rot = plane_rotations(rng, ndim, np.pi / 4)
     scale = 1 + rng.exponential(0.1)
     scale = scale if rng.random() < 0.5 else 1 / scale
     centre = _random_voxel(rng, site.foreign_foreground, src.shape[1:])

@@ -45,25 +45,27 @@ def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], num_processes: 
             if k is not None:
                 futures[pool.submit(fn, items[k])] = k
 
-        for _ in range(num_processes):
-            submit_next()
         try:
+            for _ in range(num_processes):
+                submit_next()
             while futures:
                 done, _ = wait(futures, return_when=FIRST_COMPLETED)
                 for fut in done:
                     k = futures[fut]
                     try:
                         results[k] = fut.result()
-                    except BrokenProcessPool as e:
-                        held = sorted(names[j] for j in futures.values())
-                        raise WorkerError(
-                            f"{desc}: a worker process died while processing {' or '.join(held)} (often: out of "
-                            f"memory). Re-run with fewer processes (-np 1) to see the error or lower memory use.") from e
+                    except BrokenProcessPool:
+                        raise
                     except Exception as e:
                         raise WorkerError(f"{desc} failed on {names[k]}: {e}") from e
                     del futures[fut]
                     bar.update()
                     submit_next()
+        except BrokenProcessPool as e:  # from a result or from submitting to the broken pool
+            held = sorted(names[j] for j in futures.values())
+            raise WorkerError(
+                f"{desc}: a worker process died while processing {' or '.join(held)} (often: out of "
+                f"memory). Re-run with fewer processes (-np 1) to see the error or lower memory use.") from e
         except BaseException:
             for f in futures:
                 f.cancel()

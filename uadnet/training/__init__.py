@@ -1,0 +1,1 @@
+"""Training: data loading (``dataloading``) for the restoration networks."""

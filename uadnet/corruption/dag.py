@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from uadnet.corruption.base import Corrupted, severity_range_of
+from uadnet.corruption.base import Corrupted, severity_range_of, unchanged
 from uadnet.corruption.fpi import foreign_image
 from uadnet.corruption.shapes import SHAPE_TYPES, mask_bbox, random_shape
 
@@ -115,7 +115,7 @@ class DAG:
         margin = int(np.ceil(3 * self.bias_blur_sigma_voxels)) + 1
         box = mask_bbox(mask, margin)
         if box is None or max(a_tex, a_b) == 0.0:
-            return Corrupted(image.astype(np.float32, copy=True), np.zeros_like(mask), 0.0)
+            return unchanged(image)
         crop = (slice(None),) + box
         m, x = mask[box], image[crop]
         books = self.channel_codebooks(image.shape[0])

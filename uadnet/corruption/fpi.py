@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from uadnet.corruption.base import Corrupted, severity_range_of
+from uadnet.corruption.base import Corrupted, severity_range_of, unchanged
 from uadnet.corruption.shapes import SHAPE_TYPES, random_shape
 
 if TYPE_CHECKING:
@@ -62,5 +62,5 @@ class FPI:
         alpha = float(rng.uniform(*self.severity_range))
         fp = foreign_image(image, rng, foreign)
         if alpha == 0.0 or not mask.any():
-            return Corrupted(image.astype(np.float32, copy=True), np.zeros_like(mask), 0.0)
+            return unchanged(image)
         return Corrupted(np.clip(fpi_blend(image, fp, mask, alpha), 0.0, 1.0), mask, alpha)

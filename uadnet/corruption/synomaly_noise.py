@@ -55,7 +55,7 @@ def synomaly_noise(shape: Sequence[int], foreground: np.ndarray | None, rng: np.
 @dataclass
 class SynomalyNoise:
     """Synomaly noise with fixed parameters; ``sample`` for training, ``__call__`` (Corruption interface) for
-    galleries: ``clip(x + d·(u+o)·M·image_scale, 0, 1)``, mask ``M``, severity ``min(u + o, 1)``.
+    galleries: ``clip(x + d·(u+o)·M·image_scale, 0, 1)``, mask ``M``, severity ``(u + o) / (1 + o)``.
 
     ``image_scale`` (intensity per unit of noise shift, default 0.25) only serves visualisation: the DDPM sees the
     shift in noise units, where its image-domain size depends on the timestep.

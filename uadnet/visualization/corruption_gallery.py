@@ -7,13 +7,9 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 
-from uadnet.utilities.file_io import atomic_path
+from uadnet.visualization.figures import plt, save_figure
 
 
 def _sample(folder: Path, case: str, dim: int, patch: Sequence[int], rng: np.random.Generator
@@ -65,7 +61,4 @@ def plot_corruption_gallery(folder: str | os.PathLike, cases: Sequence[str], cor
             ax.set_title(name, fontsize=8)
             ax.axis("off")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path, ".png") as tmp:
-        fig.savefig(tmp, dpi=60)
-    plt.close(fig)
+    save_figure(fig, path, dpi=60)

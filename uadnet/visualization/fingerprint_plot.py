@@ -5,13 +5,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 
-from uadnet.utilities.file_io import atomic_path
+from uadnet.visualization.figures import plt, save_figure
 
 
 def plot_fingerprint(fingerprint: dict[str, Any], path: str | os.PathLike) -> None:
@@ -46,7 +42,4 @@ def plot_fingerprint(fingerprint: dict[str, Any], path: str | os.PathLike) -> No
     ax.set_title("foreground extent", fontsize=9)
     ax.set_ylabel("mm (0: one-voxel axis)")
     fig.suptitle(f"{fingerprint['dataset_name']}: red lines = intensity codebook (k-means centroids)", fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path, ".png") as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)

@@ -107,3 +107,27 @@ def test_missing_preprocessed_files_give_clear_error(preprocessed, tmp_path):
         (tmp_path / ident / f"{case}.npy").write_bytes((folder / ident / f"{case}.npy").read_bytes())
     with pytest.raises(FileNotFoundError, match="case_000_fg.npy is missing: run uadnet_plan_and_preprocess"):
         make_training_pipeline(tmp_path, plans, "2d", CASES, "dag")
+
+
+def test_batch_stream_is_addressed_by_index_for_any_worker_count_and_start(preprocessed):
+    """Batch i depends only on (seed, i): 0 or 2 workers give the same stream, and starting at batch 3 (a resumed
+    run) gives batches 3, 4, … of it."""
+    folder, plans = preprocessed
+
+    def stream(workers, start, n):
+        aug = make_training_pipeline(folder, plans, "2d", CASES, "dag", num_workers=workers, seed=5, start_batch=start)
+        try:
+            return [next(aug) for _ in range(n)]
+        finally:
+            if workers:
+                aug._finish()
+
+    single, multi, resumed = stream(0, 0, 6), stream(2, 0, 6), stream(2, 3, 3)
+    assert [b["batch_index"] for b in multi] == list(range(6))
+    for a, b in zip(single, multi):
+        for key in ("data", "target", "anomaly_mask", "severity", "foreground"):
+            np.testing.assert_array_equal(a[key], b[key])
+    for a, b in zip(single[3:], resumed):
+        np.testing.assert_array_equal(a["data"], b["data"])
+        assert a["keys"] == b["keys"]
+    assert not np.array_equal(single[0]["data"], single[1]["data"])

@@ -70,7 +70,9 @@ class NetworkPlan:
 
 @dataclass
 class TrainingPlan:
-    """Optimisation. Training stops at ``iterations`` or after ``time_budget_minutes`` (if set)."""
+    """Optimisation. Training stops at ``iterations`` or after ``time_budget_minutes`` (if set). Every
+    ``validation_every`` iterations (one "epoch") the EMA model scores up to ``validation_max_cases`` held-out
+    healthy cases carrying seeded ``validation_corruption`` anomalies (pixel AP picks ``checkpoint_best.pth``)."""
 
     iterations: int
     time_budget_minutes: float | None
@@ -85,6 +87,8 @@ class TrainingPlan:
     validation_every: int = 250
     checkpoint_every: int = 250
     num_workers: int = 2
+    validation_corruption: str = "many_tasks_validation"
+    validation_max_cases: int = 8
 
 
 @dataclass

@@ -21,6 +21,20 @@ CORRUPTIONS: dict[str, type] = {
 }
 
 
+class ManyTasksValidation(ManyTasks):
+    """The held-out "many tasks" fold (fractal intensity, foreign patch) with no clean samples: the synthetic
+    anomalies the trainer validates every method on (tasks no method trains on)."""
+
+    @classmethod
+    def from_plans(cls, plans: Plans) -> ManyTasks:  # type: ignore[override]
+        tasks = ManyTasks.from_plans(plans, "validation")
+        tasks.clean_fraction = 0.0
+        return tasks
+
+
+CORRUPTIONS["many_tasks_validation"] = ManyTasksValidation
+
+
 def build_corruption(name: str, plans: Plans) -> Any:
     """The corruption ``name`` configured from ``plans`` (a callable following ``base.Corruption``)."""
     if name not in CORRUPTIONS:

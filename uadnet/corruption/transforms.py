@@ -20,6 +20,8 @@ class CorruptionTransform(AbstractTransform):
     2D batches, (y, x) mm. The foreign image of sample i is sample (i + 1) mod b (none for b == 1: the corruption
     then uses a shifted copy of the sample itself). ``seed``: own ``np.random.Generator``; with None it is seeded
     lazily, on the first call, from numpy's global RNG (which batchgenerators' augmenters seed per worker).
+    When the batch carries ``"batch_index"`` and ``seed`` is set, the generator is ``default_rng([seed,
+    batch_index])`` instead: batch i is then corrupted the same way in any process (exact resume).
     """
 
     def __init__(self, corruption: Any, data_key: str = "data", foreground_key: str = "foreground",
@@ -51,7 +53,10 @@ class CorruptionTransform(AbstractTransform):
         return self.rng
 
     def __call__(self, **data_dict: Any) -> dict[str, Any]:
-        rng = self._generator()
+        if self.seed is not None and "batch_index" in data_dict:
+            rng = np.random.default_rng([self.seed, int(data_dict["batch_index"])])
+        else:
+            rng = self._generator()
         data = np.asarray(data_dict[self.data_key], dtype=np.float32)
         is2d = data.ndim == 4
         vol = data[:, :, None] if is2d else data  # (b, c, z, y, x)

@@ -6,10 +6,12 @@ Batches from :func:`make_training_pipeline` hold ``data`` (corrupted, b, c, *pat
 ``target`` (clean), ``anomaly_mask`` (b, 1, *patch) float32, ``severity`` (b,) float32,
 ``foreground`` (b, 1, *patch) uint8 and ``keys`` (case ids).
 
-Randomness: the loader owns ``np.random.default_rng([seed, worker])`` (workers draw different samples);
-batchgenerators' augmentations use the global RNGs, which the multi-process augmenter seeds per worker and
-which :class:`SeededCompose` swaps for its own seeded states in the building process; the corruption has its
-own generator. A seeded pipeline thus repeats its batches for a given number of workers.
+Randomness is addressed by batch index: batch ``i`` is a pure function of ``(seed, i)``. The loader draws its
+samples from ``np.random.default_rng([seed, i])`` and adds ``"batch_index"`` to the batch; :class:`SeededCompose`
+seeds batchgenerators' global RNGs from ``(seed, i)`` around each call, and the corruption transform derives its
+generator from ``(seed, i)`` too. With ``w`` workers, worker ``t`` makes batches ``start + t, start + t + w, …`` and
+the augmenter returns them in round-robin order, so the stream is the same for any number of workers, and a
+resumed run (``start_batch = iterations done``) continues exactly where the interrupted one stopped.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ class UADDataLoader(SlimDataLoaderBase):
     """
 
     def __init__(self, dataset: PreprocessedDataset, batch_size: int, patch_size: Sequence[int], dim: int,
-                 seed: int = 0, num_threads_in_multithreaded: int = 1) -> None:
+                 seed: int = 0, num_threads_in_multithreaded: int = 1, start_batch: int = 0) -> None:
         super().__init__(dataset, batch_size, num_threads_in_multithreaded)
         if len(patch_size) != dim or dim not in (2, 3):
             raise ValueError(f"patch_size {list(patch_size)} does not match dim {dim}")
@@ -92,15 +94,17 @@ class UADDataLoader(SlimDataLoaderBase):
         self.patch_size = tuple(int(p) for p in patch_size)
         self.dim = dim
         self.seed = int(seed)
-        self.rng = np.random.default_rng([self.seed, 0])
+        self.start_batch = int(start_batch)
+        self.next_index = self.start_batch
+        self.rng = np.random.default_rng([self.seed, self.next_index])
         self._locations: dict[str, np.ndarray] = {}
         data, _ = dataset.load(dataset.case_ids[0])
         self.num_channels = int(data.shape[0])
 
     def set_thread_id(self, thread_id: int) -> None:
-        """Called in each worker by the augmenter: give every worker its own sample stream."""
+        """Called in each worker by the augmenter: worker ``t`` makes batches ``start + t + k · workers``."""
         super().set_thread_id(thread_id)
-        self.rng = np.random.default_rng([self.seed, int(thread_id)])
+        self.next_index = self.start_batch + int(thread_id)
 
     def _foreground_locations(self, case: str, fg: np.ndarray) -> np.ndarray:
         """(n, 3) int32 ``(z, y, x)`` foreground voxels (a fixed per-case subsample; n == 0: no foreground)."""
@@ -127,42 +131,42 @@ class UADDataLoader(SlimDataLoaderBase):
         return (crop_and_pad_nd(data, bbox, pad_value=0), crop_and_pad_nd(np.asarray(fg)[None], bbox, pad_value=0))
 
     def generate_train_batch(self) -> dict[str, Any]:
+        index = self.next_index
+        self.next_index += self.number_of_threads_in_multithreaded
+        self.rng = np.random.default_rng([self.seed, index])
         cases = [self.dataset.case_ids[i] for i in self.rng.integers(len(self.dataset), size=self.batch_size)]
         data = np.empty((self.batch_size, self.num_channels, *self.patch_size), np.float32)
         fg = np.empty((self.batch_size, 1, *self.patch_size), np.uint8)
         for i, case in enumerate(cases):
             data[i], fg[i] = self._sample(case)
-        return {"data": data, "foreground": fg, "keys": cases}
+        return {"data": data, "foreground": fg, "keys": cases, "batch_index": index}
+
+
+def batch_seed(seed: int, batch_index: int, stream: int = 0) -> int:
+    """A 31-bit seed for stream ``stream`` of batch ``batch_index`` (independent of the process making it)."""
+    return int(np.random.SeedSequence([int(seed), int(batch_index), int(stream)]).generate_state(1)[0] >> 1)
 
 
 class SeededCompose(Compose):
-    """``Compose`` with reproducible global randomness (batchgenerators draws from numpy's global RNG and, for
-    the Gaussian-noise variance, Python's ``random``). In the building process both global states are swapped
-    for its own, seeded from ``seed``, during each call (the caller's RNGs are left untouched); in other
-    processes (augmenter workers, whose numpy RNG batchgenerators seeds per worker) Python's ``random`` is
-    seeded once from numpy's, so workers differ and seeded runs repeat."""
+    """``Compose`` with reproducible global randomness: batchgenerators draws from numpy's global RNG and, for
+    the Gaussian-noise variance, Python's ``random``. Around each call both global states are seeded from
+    ``(seed, data_dict["batch_index"])`` (a running counter when the batch has no index) and afterwards restored,
+    so the caller's RNGs are untouched and a batch's augmentation does not depend on the process making it."""
 
     def __init__(self, transforms: list[AbstractTransform], seed: int) -> None:
         super().__init__(transforms)
-        self._owner_pid = os.getpid()
-        self._np_state = np.random.RandomState(seed).get_state()
-        self._py_state = random.Random(seed).getstate()
-        self._seeded_pid: int | None = None
+        self.seed = int(seed)
+        self._calls = 0
 
     def __call__(self, **data_dict: Any) -> dict[str, Any]:
-        pid = os.getpid()
-        if pid != self._owner_pid:
-            if self._seeded_pid != pid:
-                random.seed(int(np.random.randint(0, 2**31 - 1)))
-                self._seeded_pid = pid
-            return super().__call__(**data_dict)
+        index = data_dict.get("batch_index", self._calls)
+        self._calls += 1
         outer_np, outer_py = np.random.get_state(), random.getstate()
-        np.random.set_state(self._np_state)
-        random.setstate(self._py_state)
+        np.random.seed(batch_seed(self.seed, index))
+        random.seed(batch_seed(self.seed, index, 1))
         try:
             return super().__call__(**data_dict)
         finally:
-            self._np_state, self._py_state = np.random.get_state(), random.getstate()
             np.random.set_state(outer_np)
             random.setstate(outer_py)
 
@@ -223,17 +227,18 @@ def training_transforms(plans: Plans, configuration: str | None, corruption_name
 
 def make_training_pipeline(preprocessed_dataset_folder: str | os.PathLike, plans: Plans, configuration: str | None,
                            case_ids: Sequence[str], corruption_name: str, num_workers: int = 0,
-                           seed: int = 0) -> SingleThreadedAugmenter | MultiThreadedAugmenter:
+                           seed: int = 0, start_batch: int = 0) -> SingleThreadedAugmenter | MultiThreadedAugmenter:
     """Endless iterator of corrupted training batches (see the module docstring for the keys and shapes).
 
     ``preprocessed_dataset_folder``: ``<preprocessed>/<dataset>`` (the configuration's ``data_identifier``
     subfolder is read). ``num_workers == 0``: a ``SingleThreadedAugmenter``; otherwise a
-    ``MultiThreadedAugmenter`` with per-worker seeds derived from ``seed`` (call ``_finish()`` when done).
+    ``MultiThreadedAugmenter`` (call ``_finish()`` when done). The first batch is batch ``start_batch`` of the
+    seeded stream (resume: the number of batches already consumed).
     """
     cfg = plans.configuration(configuration)
     dataset = PreprocessedDataset(Path(preprocessed_dataset_folder) / cfg.data_identifier, case_ids)
     loader = UADDataLoader(dataset, cfg.batch_size, cfg.patch_size, cfg.dim, seed=seed,
-                           num_threads_in_multithreaded=max(num_workers, 1))
+                           num_threads_in_multithreaded=max(num_workers, 1), start_batch=start_batch)
     transform = training_transforms(plans, configuration, corruption_name, seed=seed)
     if num_workers == 0:
         return SingleThreadedAugmenter(loader, transform)

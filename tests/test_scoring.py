@@ -1,0 +1,84 @@
+"""Scorers (ensemble, multi-step), case score and calibration: exact values on hand-made cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from uadnet.scoring.calibration import calibrate, case_score
+from uadnet.scoring.scorers import ColdEnsembleScorer, ColdMultistepScorer, score_volume
+
+
+class Affine(nn.Module):
+    """f(x, α) = a·x + b·α, counting calls and the conditions it saw."""
+
+    def __init__(self, a: float, b: float) -> None:
+        super().__init__()
+        self.a, self.b, self.calls, self.seen = a, b, 0, []
+
+    def forward(self, x, alpha):
+        self.calls += 1
+        self.seen.append(alpha.clone())
+        return self.a * x + self.b * alpha.reshape(-1, *[1] * (x.ndim - 1))
+
+
+def test_ensemble_scorer_is_one_forward_pass_and_exact():
+    x = torch.rand(3, 2, 5, 4)
+    model = Affine(1.0, 0.5)
+    out = ColdEnsembleScorer(model, [0.2, 0.4], "fp32")(x)
+    assert model.calls == 1 and out.shape == (3, 3, 5, 4)
+    torch.testing.assert_close(model.seen[0], torch.tensor([0.2] * 3 + [0.4] * 3))
+    # |x − (x + 0.5 α)| = 0.5 α; mean over α ∈ {0.2, 0.4} → 0.15; restoration = x + 0.15
+    torch.testing.assert_close(out[:, :1], torch.full((3, 1, 5, 4), 0.15))
+    torch.testing.assert_close(out[:, 1:], x + 0.15)
+    identity = ColdEnsembleScorer(Affine(1.0, 0.0), [0.5], "fp32")(x)
+    assert identity[:, 0].abs().max() == 0
+    with pytest.raises(ValueError):
+        ColdEnsembleScorer(model, [0.0, 0.5])
+
+
+def test_multistep_scorer_follows_the_cold_diffusion_update():
+    """With f ≡ 0 (x̂₀ = 0): x_{t-1} = (α_{t-1}/α_t) x_t, so x_t = (α_t/α_T) x and the accumulated residual is x."""
+    x = torch.rand(2, 1, 6, 6) + 0.1
+    model = Affine(0.0, 0.0)
+    out = ColdMultistepScorer(model, num_steps=4, start_severity=0.8)(x)
+    assert model.calls == 4
+    torch.testing.assert_close([float(s[0]) for s in model.seen], [0.8, 0.6, 0.4, 0.2])
+    torch.testing.assert_close(out[:, :1], x, rtol=1e-6, atol=1e-6)
+    assert out[:, 1:].abs().max() == 0
+
+
+def test_score_volume_returns_score_and_restoration_on_the_volume_grid():
+    volume = np.random.default_rng(0).random((2, 3, 10, 9)).astype(np.float32)
+    scorer = ColdEnsembleScorer(Affine(1.0, 1.0), [0.25, 0.75])
+    score, restoration = score_volume(scorer, volume, [8, 8], batch_size=3)
+    assert score.shape == (3, 10, 9) and restoration.shape == (2, 3, 10, 9)
+    np.testing.assert_allclose(score, 0.5, atol=1e-6)
+    np.testing.assert_allclose(restoration, volume + 0.5, atol=1e-6)
+
+
+def test_case_score_is_the_mean_of_the_top_percent():
+    score = np.arange(1000, dtype=np.float32).reshape(10, 10, 10)
+    assert case_score(score) == pytest.approx(np.mean(np.arange(990, 1000)))
+    fg = np.zeros_like(score, bool)
+    fg[0] = True  # 100 voxels 0..99 → top 1 % = the single largest
+    assert case_score(score, fg) == 99.0
+    assert case_score(score, np.zeros_like(fg)) == pytest.approx(994.5)  # empty foreground: every voxel
+
+
+def test_calibration_thresholds_are_healthy_quantiles():
+    scores = [np.linspace(0, 1, 1001, dtype=np.float32)[:1000], np.linspace(0, 1, 1001, dtype=np.float32)[1:]]
+    fgs = [np.ones(1000, bool), np.ones(1000, bool)]
+    calib = calibrate(scores, fgs, false_positive_rates=(0.01, 0.05), case_quantile=0.5)
+    pooled = np.concatenate(scores)
+    for r in (0.01, 0.05):
+        t = calib["voxel_thresholds"][str(r)]
+        assert t == pytest.approx(np.quantile(pooled, 1 - r))
+        assert (pooled > t).mean() == pytest.approx(r, abs=1e-3)
+    cases = [case_score(s) for s in scores]
+    assert calib["case_threshold"] == pytest.approx(np.median(cases))
+    assert calib["num_cases"] == 2 and calib["num_voxels"] == 2000
+    with pytest.raises(ValueError):
+        calibrate([], [])

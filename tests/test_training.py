@@ -1,0 +1,177 @@
+"""The trainer: learning, exact resume, broken checkpoints, DDP, 3D, overwrite protection, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.synthetic import make_dataset
+from uadnet.cli.plan_and_preprocess import main as plan_main
+from uadnet.cli.train import main as train_main
+from uadnet.training import checkpoints as ckpt
+from uadnet.training.trainer import Trainer, TrainerSettings, learning_rate
+
+FAST = ["--precision", "fp32", "-np", "0", "--disable_progress_bar"]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """A tiny 3D dataset (6 cases) planned and preprocessed for 2d and 3d; yields the three folders."""
+    root = tmp_path_factory.mktemp("train")
+    folders = {v: root / v for v in ("UADNET_RAW", "UADNET_PREPROCESSED", "UADNET_RESULTS")}
+    with pytest.MonkeyPatch.context() as mp:
+        for var, f in folders.items():
+            f.mkdir()
+            mp.setenv(var, str(f))
+        make_dataset(folders["UADNET_RAW"], dataset_id=1, kind="3d_iso", n_cases=6)
+        assert plan_main(["-d", "1", "-np", "1", "--disable_progress_bar", "--device", "cpu"]) == 0
+        yield folders
+
+
+@pytest.fixture
+def results(env, tmp_path, monkeypatch):
+    """A fresh results folder per test (the preprocessed data is shared)."""
+    for var in ("UADNET_RAW", "UADNET_PREPROCESSED"):
+        monkeypatch.setenv(var, str(env[var]))
+    monkeypatch.setenv("UADNET_RESULTS", str(tmp_path / "results"))
+    return tmp_path / "results"
+
+
+def _fold(results: Path, method: str = "cold_ensemble", cfg: str = "2d", fold: str = "0") -> Path:
+    return results / "Dataset001_3d_iso" / f"{method}__uadnet_plans__{cfg}" / f"fold_{fold}"
+
+
+def _load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _assert_same_weights(a: dict, b: dict, atol: float = 1e-6) -> None:
+    assert a.keys() == b.keys()
+    for k, value in a.items():
+        torch.testing.assert_close(value, b[k], atol=atol, rtol=0, msg=k)
+
+
+def test_learning_rate_schedule():
+    assert learning_rate(0, 100, 1.0, 10) == pytest.approx(0.1)
+    assert learning_rate(9, 100, 1.0, 10) == pytest.approx(1.0)
+    assert learning_rate(10, 100, 1.0, 10) == pytest.approx(1.0)
+    assert learning_rate(55, 100, 1.0, 10) == pytest.approx(0.5)
+    assert learning_rate(100, 100, 1.0, 10) == pytest.approx(0.0, abs=1e-12)
+    assert learning_rate(50, 100, 1.0, 10, "constant") == 1.0
+    with pytest.raises(ValueError, match="lr_schedule"):
+        learning_rate(50, 100, 1.0, 10, "step")
+
+
+def test_training_reduces_the_loss_and_writes_every_artefact(results):
+    assert train_main(["1", "0", "--iterations", "60", "--validation_every", "30", *FAST]) == 0
+    fold = _fold(results)
+    for name in ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth", "progress.png",
+                 "training_log.txt", "calibration.json"):
+        assert (fold / name).is_file(), name
+    for name in ("uadnet_plans.json", "dataset.json", "dataset_fingerprint.json"):
+        assert (fold.parent / name).is_file(), name
+    history = _load(fold / "checkpoint_latest.pth")["history"]
+    loss = np.asarray(history["loss"])
+    assert len(loss) == 60 and loss[-10:].mean() < 0.7 * loss[:10].mean()
+    assert history["val_iteration"] == [30, 60] and all(0 < a <= 1 for a in history["val_ap"])
+    final = _load(fold / "checkpoint_final.pth")
+    assert final["iteration"] == 60 and final["meta"]["method"] == "cold_ensemble"
+    calib = json.loads((fold / "calibration.json").read_text())
+    t = calib["voxel_thresholds"]
+    assert t["0.05"] <= t["0.01"] <= t["0.001"] and calib["num_cases"] >= 1
+
+
+def _interrupt_at(monkeypatch, iteration: int, exc: type[BaseException]) -> None:
+    original = Trainer._step
+
+    def step(self, batch, it):
+        if it == iteration:
+            raise exc("simulated interruption")
+        return original(self, batch, it)
+
+    monkeypatch.setattr(Trainer, "_step", step)
+
+
+ARGS = ["1", "0", "--iterations", "9", "--checkpoint_every", "3", "--validation_every", "3", "--seed", "3", *FAST]
+
+
+@pytest.mark.parametrize("how", ["ctrl_c", "kill", "kill_then_truncated"])
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(results, monkeypatch, tmp_path, how):
+    assert train_main(ARGS) == 0
+    reference = {n: _load(_fold(results) / n) for n in ("checkpoint_latest.pth", "checkpoint_final.pth")}
+    shutil.rmtree(results)
+    with monkeypatch.context() as mp:
+        # Ctrl-C saves the state at iteration 7; a hard kill (any other exception) leaves the checkpoint of 6
+        _interrupt_at(mp, 7, KeyboardInterrupt if how == "ctrl_c" else SystemError)
+        with pytest.raises(KeyboardInterrupt if how == "ctrl_c" else SystemError):
+            train_main(ARGS)
+    latest = _fold(results) / "checkpoint_latest.pth"
+    assert _load(latest)["iteration"] == (7 if how == "ctrl_c" else 6)
+    if how == "kill_then_truncated":  # the newest file is broken: the previous one (iteration 3) is used
+        latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])
+    assert train_main(ARGS) == 1  # refuses to start over a run without --c
+    assert train_main([*ARGS, "--c"]) == 0
+    log = (_fold(results) / "training_log.txt").read_text()
+    if how == "kill_then_truncated":
+        assert "checkpoint_latest.pth is not a readable checkpoint" in log and "from checkpoint_previous.pth" in log
+    for name, ref in reference.items():
+        got = _load(_fold(results) / name)
+        assert got["iteration"] == ref["iteration"] == 9
+        _assert_same_weights(got["network"], ref["network"])
+    _assert_same_weights(_load(latest)["ema"]["weights"], reference["checkpoint_latest.pth"]["ema"]["weights"])
+    assert _load(latest)["history"]["val_iteration"] == [3, 6, 9]
+
+
+def test_continue_after_a_finished_run_changes_nothing(results):
+    assert train_main(["1", "0", "--iterations", "4", *FAST]) == 0
+    before = _load(_fold(results) / "checkpoint_final.pth")["network"]
+    assert train_main(["1", "0", "--iterations", "4", "--c", *FAST]) == 0
+    _assert_same_weights(_load(_fold(results) / "checkpoint_final.pth")["network"], before, atol=0)
+
+
+def test_3d_configuration_and_multistep_method_train(results):
+    assert train_main(["1", "1", "-c", "3d", "--iterations", "3", *FAST]) == 0
+    assert _load(_fold(results, cfg="3d", fold="1") / "checkpoint_final.pth")["meta"]["configuration"] == "3d"
+    assert train_main(["1", "all", "-m", "cold_multistep", "--iterations", "3", "--no_calibration", *FAST]) == 0
+    folder = _fold(results, "cold_multistep", fold="all")
+    assert (folder / "checkpoint_final.pth").is_file() and not (folder / "calibration.json").exists()
+
+
+def test_bad_requests_are_clear_errors(results, capsys):
+    assert train_main(["1", "7", "--iterations", "2", *FAST]) == 1
+    assert "fold must be 0..4" in capsys.readouterr().err
+    assert train_main(["1", "0", "-c", "3d_fullres", "--iterations", "2", *FAST]) == 1
+    assert "available" in capsys.readouterr().err
+    assert train_main(["99", "0", "--iterations", "2", *FAST]) == 1
+
+
+def test_settings_from_plans_and_cli():
+    s = TrainerSettings(dataset=1, fold=0, iterations=5)
+    assert s.method == "cold_ensemble" and s.precision is None
+
+
+def test_two_process_gloo_ddp_writes_one_set_of_checkpoints(results):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    with socket.socket() as sock:  # a free port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
+           "-m", "uadnet.cli.train", "1", "0", "--iterations", "4", "--checkpoint_every", "2", *FAST]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    fold = _fold(results)
+    state = _load(fold / "checkpoint_latest.pth")
+    assert state["meta"]["world_size"] == 2 and state["iteration"] == 4
+    assert (fold / "checkpoint_final.pth").is_file()
+    assert sorted(p.name for p in fold.glob("*.pth")) == sorted(
+        [ckpt.BEST, ckpt.FINAL, ckpt.LATEST, ckpt.PREVIOUS])
+    assert not list(fold.glob(".*"))  # no temporary files left behind

@@ -1,0 +1,1 @@
+"""Anomaly scoring shared by validation, calibration and prediction: scorers, sliding window, calibration."""

@@ -1,0 +1,358 @@
+"""The trainer: one loop for every method; settings from the plans, overridden from the command line.
+
+Results go to ``UADNET_RESULTS/<dataset>/<method>__<plans>__<configuration>/fold_<f>/``: ``checkpoint_latest.pth``
+(every ``checkpoint_every`` iterations and on Ctrl-C), ``checkpoint_previous.pth`` (the one before),
+``checkpoint_best.pth`` (best validation AP, EMA weights), ``checkpoint_final.pth``, ``training_log.txt``,
+``progress.png`` and ``calibration.json``; the plans, dataset.json and fingerprint used are copied one level up.
+
+Exact resume: iteration i trains on batch i of the seeded stream (see :mod:`uadnet.training.dataloading`), the
+learning rate is a function of i, and the checkpoint holds the weights, the EMA, the optimiser and torch's RNG,
+so a run interrupted and continued with ``--c`` ends with the weights of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from uadnet import paths
+from uadnet.methods import get_method
+from uadnet.plans import FINGERPRINT_FILE, PLANS_FILE, SPLITS_FILE, Plans
+from uadnet.training import checkpoints as ckpt
+from uadnet.training.dataloading import PreprocessedDataset, make_training_pipeline
+from uadnet.training.distributed import init_distributed, shutdown_distributed
+from uadnet.training.ema import EMA
+from uadnet.training.progress import TrainingLog, empty_history, plot_progress
+from uadnet.training.validation import calibrate_on_healthy, make_validation_set, validation_ap
+from uadnet.utilities.file_io import load_json, save_json
+from uadnet.utilities.torch_utils import autocast, resolve_device
+
+TIMING_ITERATIONS = 20  # a time budget is turned into an iteration count after this many timed iterations
+
+
+@dataclass
+class TrainerSettings:
+    """Command-line level settings; ``None`` means "as in the plans"."""
+
+    dataset: str | int
+    fold: int | str
+    configuration: str | None = None
+    method: str = "cold_ensemble"
+    plans_name: str = "uadnet_plans"
+    device: str = "cpu"
+    iterations: int | None = None
+    epochs: int | None = None
+    time_budget_minutes: float | None = None
+    precision: str | None = None
+    compile: bool | None = None
+    num_workers: int | None = None
+    validation_every: int | None = None
+    checkpoint_every: int | None = None
+    seed: int = 0
+    continue_training: bool = False
+    validate: bool = True
+    calibrate: bool = True
+    progress_bar: bool = True
+
+
+def learning_rate(iteration: int, total: int, base: float, warmup: int, schedule: str = "cosine") -> float:
+    """Linear warm-up over ``warmup`` iterations, then cosine decay to 0 at ``total`` (or constant)."""
+    if iteration < warmup:
+        return base * (iteration + 1) / warmup
+    if schedule == "constant":
+        return base
+    if schedule != "cosine":
+        raise ValueError(f"training.lr_schedule '{schedule}' is not supported; use 'cosine' or 'constant'")
+    progress = (iteration - warmup) / max(1, total - warmup)
+    return base * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def output_folder(dataset_name: str, method: str, plans_name: str, configuration: str, fold: int | str) -> Path:
+    """``UADNET_RESULTS/<dataset>/<method>__<plans>__<configuration>/fold_<fold>``."""
+    return paths.results_folder() / dataset_name / f"{method}__{plans_name}__{configuration}" / f"fold_{fold}"
+
+
+class Trainer:
+    """Builds everything from the plans and runs (or resumes) one fold. Use :meth:`run`."""
+
+    def __init__(self, settings: TrainerSettings) -> None:
+        self.s = settings
+        self.dataset_name = paths.resolve_dataset_name(settings.dataset)
+        self.pre_folder = paths.preprocessed_folder() / self.dataset_name
+        plans_file = self.pre_folder / f"{settings.plans_name}.json"
+        if not plans_file.is_file():
+            raise FileNotFoundError(f"{plans_file} does not exist: run uadnet_plan_and_preprocess -d "
+                                    f"{settings.dataset} first")
+        self.plans = Plans.load(plans_file)
+        self.config_name = settings.configuration or self.plans.default_configuration
+        self.cfg = self.plans.configuration(self.config_name)
+        self.method = get_method(settings.method)
+        self.train_ids, self.val_ids = self._split(settings.fold)
+        self.folder = output_folder(self.dataset_name, settings.method, settings.plans_name, self.config_name,
+                                    settings.fold)
+        tp = self.cfg.training
+        self.total = self._requested_iterations()
+        self.budget_minutes = settings.time_budget_minutes
+        if self.budget_minutes is None and settings.iterations is None and settings.epochs is None:
+            self.budget_minutes = tp.time_budget_minutes
+        self.warmup = min(tp.warmup_iterations, self.total // 5)
+        self.validation_every = settings.validation_every or tp.validation_every
+        self.checkpoint_every = settings.checkpoint_every or tp.checkpoint_every
+        self.precision = settings.precision or self.plans.compute.precision
+        self.compile = self.plans.compute.compile if settings.compile is None else settings.compile
+        self.num_workers = tp.num_workers if settings.num_workers is None else settings.num_workers
+        self.device = resolve_device(settings.device)
+
+    # ----------------------------------------------------------------------------------------------- setup
+    def _split(self, fold: int | str) -> tuple[list[str], list[str]]:
+        splits_file = self.pre_folder / SPLITS_FILE
+        if not splits_file.is_file():
+            raise FileNotFoundError(f"{splits_file} is missing: run uadnet_plan_and_preprocess for this dataset")
+        splits = load_json(splits_file)
+        if fold == "all":
+            every = sorted({c for s in splits for c in s["train"] + s["val"]})
+            return every, every
+        if not isinstance(fold, int) or not 0 <= fold < len(splits):
+            raise ValueError(f"fold must be 0..{len(splits) - 1} or 'all' ({splits_file} has {len(splits)} folds)")
+        return list(splits[fold]["train"]), list(splits[fold]["val"])
+
+    def _requested_iterations(self) -> int:
+        if self.s.iterations is not None and self.s.epochs is not None:
+            raise ValueError("give --iterations or --epochs, not both")
+        if self.s.iterations is not None:
+            n = self.s.iterations
+        elif self.s.epochs is not None:
+            n = self.s.epochs * (self.s.validation_every or self.cfg.training.validation_every)
+        else:
+            n = self.cfg.training.iterations
+        if n < 1:
+            raise ValueError(f"the number of iterations must be at least 1, got {n}")
+        return int(n)
+
+    def _meta(self) -> dict[str, Any]:
+        return {"dataset": self.dataset_name, "method": self.s.method, "configuration": self.config_name,
+                "plans_name": self.s.plans_name, "fold": str(self.s.fold), "seed": self.s.seed,
+                "precision": self.precision, "world_size": self.ctx.world_size, "uadnet_version":
+                self.plans.uadnet_version}
+
+    def _copy_plans(self) -> None:
+        """The plans, dataset.json and fingerprint used, beside the folds (prediction reads these copies)."""
+        parent = self.folder.parent
+        self.plans.save(parent / PLANS_FILE)
+        for src, name in ((paths.raw_folder() / self.dataset_name / "dataset.json", "dataset.json"),
+                          (self.pre_folder / FINGERPRINT_FILE, FINGERPRINT_FILE)):
+            if src.is_file():
+                shutil.copyfile(src, parent / name)
+
+    # ------------------------------------------------------------------------------------------- state I/O
+    def _state(self, iteration: int) -> dict[str, Any]:
+        return {"network": self.raw_model.state_dict(), "ema": self.ema.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "iteration": iteration, "total_iterations": self.total,
+                "warmup_iterations": self.warmup, "torch_rng": torch.get_rng_state(), "history": self.history,
+                "best_ap": self.best_ap, "meta": self._meta()}
+
+    def _save(self, iteration: int, name: str = ckpt.LATEST) -> None:
+        if self.ctx.is_main:
+            ckpt.save_checkpoint(self._state(iteration), self.folder / name, keep_previous=name == ckpt.LATEST)
+
+    def _save_weights(self, name: str, iteration: int, extra: dict[str, Any] | None = None) -> None:
+        """A deployable checkpoint: the EMA weights only (best/final)."""
+        if self.ctx.is_main:
+            state = {"network": self.ema.model.state_dict(), "iteration": iteration, "meta": self._meta(),
+                     "plans": self.plans.to_dict(), **(extra or {})}
+            ckpt.save_checkpoint(state, self.folder / name)
+
+    def _resume(self) -> int:
+        """Restore the newest readable training checkpoint; returns the iteration to continue from."""
+        state, problems = ckpt.newest_valid_checkpoint(self.folder, (ckpt.LATEST, ckpt.PREVIOUS))
+        for p in problems:
+            self.log(f"WARNING {p}; using an older checkpoint")
+            if self.ctx.is_main:
+                print(f"WARNING: {p}; falling back to an older checkpoint")
+        if state is None:
+            self.log("no checkpoint to continue from; starting from scratch")
+            return 0
+        self.raw_model.load_state_dict(state["network"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        self.total, self.warmup = int(state["total_iterations"]), int(state["warmup_iterations"])
+        self.history, self.best_ap = state["history"], state["best_ap"]
+        self.log(f"resumed from {state['meta']['loaded_from']} at iteration {state['iteration']}")
+        return int(state["iteration"])
+
+    def _refuse_to_overwrite(self) -> None:
+        existing = [n for n in (ckpt.LATEST, ckpt.PREVIOUS, ckpt.FINAL) if (self.folder / n).exists()]
+        if existing and not self.s.continue_training:
+            raise FileExistsError(f"{self.folder} already holds {', '.join(existing)}. Pass --c to continue that "
+                                  "run, or delete the folder to start again.")
+
+    # ------------------------------------------------------------------------------------------- training
+    def _build(self) -> None:
+        torch.manual_seed(self.s.seed + 1000 * self.ctx.rank)
+        num_channels = len(self.plans.channel_names)
+        self.raw_model = self.method.build_network(self.plans, self.config_name, num_channels).to(self.device)
+        self.ema = EMA(self.raw_model, self.cfg.training.ema_decay)
+        tp = self.cfg.training
+        self.optimizer = torch.optim.AdamW(self.raw_model.parameters(), lr=tp.learning_rate,
+                                           weight_decay=tp.weight_decay)
+        model: nn.Module = self.raw_model
+        if self.ctx.enabled:
+            model = DistributedDataParallel(model, device_ids=[self.ctx.local_rank] if self.device.type == "cuda"
+                                            else None)
+        self.model = torch.compile(model) if self.compile else model
+        self.history, self.best_ap = empty_history(), None
+
+    def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return {k: torch.from_numpy(np.asarray(v)).to(self.device, non_blocking=True)
+                if k in ("data", "target", "anomaly_mask", "severity") else v for k, v in batch.items()}
+
+    def _step(self, batch: dict[str, Any], iteration: int) -> tuple[float, float]:
+        lr = learning_rate(iteration, self.total, self.cfg.training.learning_rate, self.warmup,
+                           self.cfg.training.lr_schedule)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        with autocast(self.device, self.precision):
+            loss = self.method.training_loss(self.model, self._to_device(batch), self.cfg.training.loss)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"the loss became {loss.item()} at iteration {iteration}. The last good "
+                                     f"checkpoint is in {self.folder}; lower training.learning_rate in the plans "
+                                     "or use --precision fp32, then continue with --c")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.training.grad_clip:
+            nn.utils.clip_grad_norm_(self.raw_model.parameters(), self.cfg.training.grad_clip)
+        self.optimizer.step()
+        self.ema.update(self.raw_model)
+        return float(loss.item()), lr
+
+    def _validate(self, iteration: int) -> None:
+        if self.ctx.is_main and self.s.validate:
+            scorer = self.method.scorer(self.ema.model, self.plans, self.precision)
+            ap = validation_ap(scorer, self.validation_cases, self.cfg, self.device)
+            self.history["val_iteration"].append(iteration)
+            self.history["val_ap"].append(ap)
+            self.log(f"iteration {iteration}: validation AP {ap if ap is None else round(ap, 4)}")
+            if ap is not None and (self.best_ap is None or ap > self.best_ap):
+                self.best_ap = ap
+                self._save_weights(ckpt.BEST, iteration, {"validation_ap": ap})
+            plot_progress(self.history, self.folder / "progress.png", self._title())
+        self.ctx.barrier()
+
+    def _title(self) -> str:
+        return f"{self.dataset_name} · {self.s.method} · {self.config_name} · fold {self.s.fold}"
+
+    def _apply_time_budget(self, start: int, iteration: int) -> None:
+        """After ``TIMING_ITERATIONS`` timed iterations, shrink ``total`` so the rest fits the budget."""
+        if self.budget_minutes is None or iteration - start != TIMING_ITERATIONS:
+            return
+        seconds = statistics.median(self.history["seconds"][-(TIMING_ITERATIONS - 5):])
+        remaining = self.budget_minutes * 60 - (time.monotonic() - self.started)
+        fit = iteration + max(1, int(remaining / max(seconds, 1e-6)))
+        if fit < self.total:
+            self.log(f"time budget {self.budget_minutes} min at {seconds:.3f} s/iteration: stopping at "
+                     f"iteration {fit} instead of {self.total}")
+            self.total = int(self.ctx_min(fit))
+
+    def ctx_min(self, value: int) -> int:
+        """The smallest ``value`` over ranks, so all ranks stop together."""
+        if not self.ctx.enabled:
+            return value
+        t = torch.tensor([float(value)])
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
+        return int(t.item())
+
+    def run(self) -> Path:
+        """Train (or continue), validate, save the final checkpoint and calibrate. Returns the fold folder."""
+        self.ctx = init_distributed(self.device)
+        try:
+            return self._run()
+        finally:
+            shutdown_distributed(self.ctx)
+
+    def _run(self) -> Path:
+        if self.ctx.is_main:
+            self._refuse_to_overwrite()
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._copy_plans()
+        self.ctx.barrier()
+        self.log = TrainingLog(self.folder / "training_log.txt", enabled=self.ctx.is_main)
+        PreprocessedDataset(self.pre_folder / self.cfg.data_identifier, self.train_ids)  # clear error if missing
+        self._build()
+        start = self._resume() if self.s.continue_training else 0
+        self.iteration = start
+        if start == 0:
+            self.log(f"training {self._title()} for {self.total} iterations on {self.device} ({self.precision}, "
+                     f"{self.ctx.world_size} process(es)); {len(self.train_ids)} training, {len(self.val_ids)} "
+                     f"validation cases; settings {asdict(self.s)}")
+        if self.ctx.is_main and (self.s.validate or self.s.calibrate):
+            self.validation_cases = make_validation_set(self.pre_folder, self.plans, self.config_name, self.val_ids,
+                                                        seed=self.s.seed)
+        if start < self.total:
+            self._train(start)
+        if self.ctx.is_main:
+            self._finish()
+        self.ctx.barrier()
+        return self.folder
+
+    def _train(self, start: int) -> None:
+        rank_seed = self.s.seed if self.ctx.rank == 0 else self.s.seed + 7919 * self.ctx.rank
+        pipeline = make_training_pipeline(self.pre_folder, self.plans, self.config_name, self.train_ids,
+                                          self.method.corruption_name(self.plans), self.num_workers, rank_seed,
+                                          start_batch=start)
+        self.started = time.monotonic()
+        bar = tqdm(total=self.total, initial=start, disable=not (self.s.progress_bar and self.ctx.is_main),
+                   desc=f"training fold {self.s.fold}", unit="it", dynamic_ncols=True)
+        iteration = start
+        try:
+            while iteration < self.total:
+                t0 = time.perf_counter()
+                loss, lr = self._step(next(pipeline), iteration)
+                iteration = self.iteration = iteration + 1
+                for key, value in zip(("iteration", "loss", "lr", "seconds"),
+                                      (iteration, loss, lr, time.perf_counter() - t0)):
+                    self.history[key].append(value)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", best_ap="-" if self.best_ap is None else f"{self.best_ap:.3f}")
+                self._apply_time_budget(start, iteration)
+                bar.total = self.total
+                if iteration % self.validation_every == 0 or iteration == self.total:
+                    self._validate(iteration)
+                if iteration % self.checkpoint_every == 0 and iteration < self.total:
+                    self._save(iteration)
+                    self.log(f"iteration {iteration}: loss {loss:.5f}, lr {lr:.2e}; checkpoint written")
+        except KeyboardInterrupt:
+            self._save(iteration)
+            self.log(f"interrupted at iteration {iteration}; checkpoint written, continue with --c")
+            raise
+        finally:
+            bar.close()
+            if hasattr(pipeline, "_finish"):
+                pipeline._finish()
+        self._save(iteration)
+
+    def _finish(self) -> None:
+        iteration = self.iteration
+        self._save_weights(ckpt.FINAL, iteration, {"best_validation_ap": self.best_ap})
+        plot_progress(self.history, self.folder / "progress.png", self._title())
+        if self.s.calibrate:
+            scorer = self.method.scorer(self.ema.model, self.plans, self.precision)
+            result = calibrate_on_healthy(scorer, self.validation_cases, self.cfg, self.device)
+            result.update({"checkpoint": ckpt.FINAL, "fold": str(self.s.fold), "method": self.s.method,
+                           "configuration": self.config_name})
+            save_json(result, self.folder / "calibration.json")
+            self.log(f"calibration: voxel thresholds {result['voxel_thresholds']}, case threshold "
+                     f"{result['case_threshold']:.4f}")
+        self.log(f"finished at iteration {iteration}; best validation AP {self.best_ap}")

@@ -1,0 +1,87 @@
+"""Validation on held-out healthy cases with seeded synthetic anomalies, and calibration on the same cases.
+
+The anomalies are drawn once per run (seeded by the case name), on the whole preprocessed volume (c, z, y, x)
+with the configuration's spacing (mm), so every validation sees the same data. Scores come from the method's
+scorer through the same sliding window as prediction (:func:`uadnet.scoring.scorers.score_volume`).
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import average_precision_score
+
+from uadnet.corruption.registry import build_corruption
+from uadnet.plans import ConfigurationPlan, Plans
+from uadnet.scoring.calibration import calibrate
+from uadnet.scoring.scorers import Scorer, score_volume
+from uadnet.training.dataloading import PreprocessedDataset
+
+
+@dataclass
+class ValidationCase:
+    key: str
+    healthy: np.ndarray  # (c, z, y, x) float32 in [0, 1]
+    corrupted: np.ndarray  # (c, z, y, x) with synthetic anomalies
+    anomaly: np.ndarray  # (z, y, x) bool, soft mask ≥ 0.5
+    foreground: np.ndarray  # (z, y, x) bool
+
+
+def make_validation_set(preprocessed_dataset_folder: str | os.PathLike, plans: Plans, configuration: str | None,
+                        case_ids: Sequence[str], seed: int = 0) -> list[ValidationCase]:
+    """Up to ``training.validation_max_cases`` of ``case_ids`` (evenly spread over the sorted list), each with
+    anomalies of ``training.validation_corruption``; the foreign image of case i is case i + 1."""
+    cfg = plans.configuration(configuration)
+    ids = sorted(case_ids)
+    n = min(len(ids), max(1, cfg.training.validation_max_cases))
+    ids = [ids[i] for i in np.linspace(0, len(ids) - 1, n).round().astype(int)]
+    dataset = PreprocessedDataset(Path(preprocessed_dataset_folder) / cfg.data_identifier, ids)
+    corruption = build_corruption(cfg.training.validation_corruption, plans)
+    loaded = [tuple(np.array(a) for a in dataset.load(c)) for c in ids]
+    cases = []
+    for i, (case, (image, fg)) in enumerate(zip(ids, loaded)):
+        foreign, foreign_fg = loaded[(i + 1) % len(loaded)] if len(loaded) > 1 else (None, None)
+        spacing = (1.0, *cfg.spacing[-2:]) if image.shape[1] == 1 else tuple(cfg.spacing)
+        rng = np.random.default_rng([seed, zlib.crc32(case.encode())])
+        out = corruption(image, fg != 0, rng, spacing, foreign=foreign, foreign_foreground=None
+                         if foreign_fg is None else foreign_fg != 0)
+        cases.append(ValidationCase(case, image.astype(np.float32), out.image.astype(np.float32), out.mask >= 0.5,
+                                    fg != 0))
+    return cases
+
+
+def _score(scorer: Scorer, image: np.ndarray, fg: np.ndarray, cfg: ConfigurationPlan, device: torch.device
+           ) -> np.ndarray:
+    inf = cfg.inference
+    score, _ = score_volume(scorer, image, cfg.patch_size, inf.step_size, inf.gaussian_sigma_scale,
+                            inf.batch_size, device, foreground=fg)
+    return score
+
+
+def validation_ap(scorer: Scorer, cases: Sequence[ValidationCase], cfg: ConfigurationPlan, device: torch.device
+                  ) -> float | None:
+    """Pooled pixel average precision over the foreground voxels of all cases (None without any anomaly)."""
+    scores, labels = [], []
+    for case in cases:
+        score = _score(scorer, case.corrupted, case.foreground, cfg, device)
+        scores.append(score[case.foreground])
+        labels.append(case.anomaly[case.foreground])
+    y = np.concatenate(labels)
+    if not y.any():
+        return None
+    return float(average_precision_score(y, np.concatenate(scores)))
+
+
+def calibrate_on_healthy(scorer: Scorer, cases: Sequence[ValidationCase], cfg: ConfigurationPlan,
+                         device: torch.device) -> dict:
+    """Thresholds from the scores of the healthy (uncorrupted) validation volumes (see ``calibrate``)."""
+    scores = [_score(scorer, c.healthy, c.foreground, cfg, device) for c in cases]
+    result = calibrate(scores, [c.foreground for c in cases])
+    result["cases"] = [c.key for c in cases]
+    return result

@@ -31,6 +31,8 @@ setup(
             "uadnet_plan_and_preprocess=uadnet.cli.plan_and_preprocess:main",
             "uadnet_make_demo_dataset=uadnet.cli.make_demo_dataset:main",
             "uadnet_plot_corruptions=uadnet.cli.plot_corruptions:main",
+            "uadnet_train=uadnet.cli.train:main",
+            "uadnet_evaluate=uadnet.cli.evaluate:main",
         ]
     },
 )

@@ -1,0 +1,349 @@
+"""Evaluate a folder of anomaly maps against a folder of ground-truth anomaly labels.
+
+Prediction folder (what ``uadnet_predict`` writes): per case ``case.<ending>`` (float anomaly map),
+``case_mask.<ending>`` and optionally ``case_restoration_0000.<ending>`` (both ignored here), optionally
+``scores.csv`` (``case,score,flagged``) and ``prediction.json`` (``voxel_threshold``, ``case_threshold``).
+Label folder: ``case.<ending>``, a voxel is anomalous where the label is > 0. File endings are those of the
+registered readers (``uadnet.imageio``); maps and labels may use different endings (e.g. ``.tif`` maps for
+``.png`` labels). Results go to ``summary.json`` and ``per_case.csv`` (written atomically, no NaN: undefined
+metrics are ``null`` / empty cells).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from uadnet.evaluation import metrics
+from uadnet.imageio.base_reader_writer import Properties
+from uadnet.imageio.reader_writer_registry import READER_WRITERS, reader_writer_for
+from uadnet.utilities.file_io import atomic_path, load_json, save_json
+
+# relative: spacing to itself, origin to max(|origin|, largest spacing), direction cosines to 1
+GRID_TOLERANCE = 1e-4
+SCORES_FILE = "scores.csv"
+PREDICTION_FILE = "prediction.json"
+SUMMARY_FILE = "summary.json"
+PER_CASE_FILE = "per_case.csv"
+_DERIVED = re.compile(r"(_mask|_restoration_\d{4})$")  # predictor outputs beside the maps, not maps themselves
+_BOOTSTRAPPED = ("ap", "auroc", "dice_at_threshold", "best_dice")
+PER_CASE_COLUMNS = ("case", "anomalous", "score", "flagged", "num_voxels", "num_positive", "ap", "auroc",
+                    "best_dice", "best_dice_threshold", "dice_at_threshold", "precision_at_threshold",
+                    "recall_at_threshold", "fp_fraction_at_threshold", "tp", "fp", "fn", "map_file", "label_file")
+
+
+class EvaluationError(ValueError):
+    """The prediction and label folders do not fit together; the message names the files and the fix."""
+
+
+def known_endings() -> list[str]:
+    """All file endings of the registered readers, longest first (so ``.nii.gz`` is tried before ``.gz``)."""
+    endings = {e.lower() for cls in READER_WRITERS.values() for e in cls.supported_file_endings}
+    return sorted(endings, key=lambda e: (-len(e), e))
+
+
+def split_ending(name: str) -> tuple[str, str] | None:
+    """``("case", ".nii.gz")`` for ``"case.nii.gz"``; ``None`` when no registered reader knows the ending."""
+    lower = name.lower()
+    for e in known_endings():
+        if lower.endswith(e) and len(name) > len(e):
+            return name[:-len(e)], name[-len(e):]
+    return None
+
+
+def list_cases(folder: str | os.PathLike, skip_derived: bool = False) -> dict[str, Path]:
+    """Map case id → file for the image files in ``folder`` (hidden files and unknown endings are ignored).
+
+    With ``skip_derived``, ``*_mask.*`` and ``*_restoration_XXXX.*`` files (predictor outputs) are left out.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise EvaluationError(f"{folder}: no such folder.")
+    cases: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith(".") or not p.is_file():
+            continue
+        split = split_ending(p.name)
+        if split is None or (skip_derived and _DERIVED.search(split[0])):
+            continue
+        case = split[0]
+        if case in cases:
+            raise EvaluationError(f"{cases[case]} and {p} are both case '{case}'; keep one file per case.")
+        cases[case] = p
+    return cases
+
+
+def _close(a: Any, b: Any, rtol: float, floor: float = 0.0) -> bool:
+    """``|a - b| <= rtol * max(|a|, |b|, floor)`` element-wise (``floor`` keeps values near 0 from being exact)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        return False
+    return bool(np.all(np.abs(a - b) <= rtol * np.maximum(np.maximum(np.abs(a), np.abs(b)), floor)))
+
+
+def grid_mismatch(map_shape: tuple[int, ...], map_props: Properties, label_shape: tuple[int, ...],
+                  label_props: Properties) -> str | None:
+    """How the grids of a map and a label differ (shape ``(z, y, x)``, spacing in mm ``(z, y, x)``, and for
+    SimpleITK files origin and direction), or ``None`` when they agree within ``GRID_TOLERANCE``."""
+    if tuple(map_shape) != tuple(label_shape):
+        return f"size (z, y, x) {tuple(map_shape)} vs {tuple(label_shape)}"
+    if not _close(map_props["spacing"], label_props["spacing"], GRID_TOLERANCE):
+        return f"spacing (z, y, x) {map_props['spacing']} vs {label_props['spacing']} mm"
+    a, b = map_props.get("sitk"), label_props.get("sitk")
+    if a is not None and b is not None:
+        scale = float(max(a["spacing"]))
+        if not _close(a["origin"], b["origin"], GRID_TOLERANCE, scale):
+            return f"origin {a['origin']} vs {b['origin']} mm"
+        if not _close(a["direction"], b["direction"], GRID_TOLERANCE, 1.0):
+            return f"direction {a['direction']} vs {b['direction']}"
+    return None
+
+
+def _read(path: Path) -> tuple[np.ndarray, Properties]:
+    split = split_ending(path.name)
+    if split is None:
+        raise EvaluationError(f"{path}: unknown file ending; supported: {', '.join(known_endings())}.")
+    return reader_writer_for(split[1]).read_seg(path)
+
+
+def _finite_number(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise EvaluationError(f"{where} is {value!r}; expected a finite number (or leave it out).")
+    return float(value)
+
+
+def resolve_thresholds(pred_folder: str | os.PathLike, threshold: float | None = None,
+                       threshold_from: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The voxel and case thresholds and where they came from.
+
+    The voxel threshold is ``threshold`` if given, else ``voxel_threshold`` of ``threshold_from`` (default:
+    ``pred_folder/prediction.json`` when it exists); the case threshold is ``case_threshold`` of that file.
+    """
+    file = Path(threshold_from) if threshold_from is not None else Path(pred_folder) / PREDICTION_FILE
+    if threshold_from is not None and not file.is_file():
+        raise EvaluationError(f"--threshold_from {file}: no such file. Give the prediction.json written by "
+                              "uadnet_predict (or a calibration file with 'voxel_threshold'), or use --threshold.")
+    data: dict[str, Any] = {}
+    if file.is_file():
+        loaded = load_json(file)
+        if not isinstance(loaded, dict):
+            raise EvaluationError(f"{file}: expected a JSON object with 'voxel_threshold' and 'case_threshold'.")
+        data = loaded
+    voxel = _finite_number(data.get("voxel_threshold"), f"{file}: 'voxel_threshold'")
+    case = _finite_number(data.get("case_threshold"), f"{file}: 'case_threshold'")
+    out = {"voxel_threshold": voxel, "voxel_threshold_source": str(file) if voxel is not None else None,
+           "case_threshold": case, "case_threshold_source": str(file) if case is not None else None}
+    if threshold is not None:
+        out["voxel_threshold"] = _finite_number(threshold, "--threshold")
+        out["voxel_threshold_source"] = "--threshold"
+    return out
+
+
+_TRUE, _FALSE = {"1", "true", "yes", "y"}, {"0", "false", "no", "n", ""}
+
+
+def read_scores_csv(path: str | os.PathLike) -> dict[str, tuple[float, bool | None]]:
+    """``case → (score, flagged)`` from a ``scores.csv`` with columns ``case,score[,flagged]``."""
+    path = Path(path)
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        columns = reader.fieldnames or []
+        if "case" not in columns or "score" not in columns:
+            raise EvaluationError(f"{path}: needs the columns 'case' and 'score' (found {columns}). Fix or delete "
+                                  "it (case scores then default to the mean of the top 1 % voxels).")
+        out: dict[str, tuple[float, bool | None]] = {}
+        for line, row in enumerate(reader, start=2):
+            case = (row["case"] or "").strip()
+            try:
+                score = float(row["score"])
+            except (TypeError, ValueError):
+                score = math.nan
+            if not case or not math.isfinite(score):
+                raise EvaluationError(f"{path}, line {line}: expected a case name and a finite score, got "
+                                      f"{row['case']!r}, {row['score']!r}.")
+            if case in out:
+                raise EvaluationError(f"{path}: case '{case}' appears twice; keep one row per case.")
+            flagged: bool | None = None
+            if "flagged" in columns:
+                text = (row["flagged"] or "").strip().lower()
+                if text not in _TRUE | _FALSE:
+                    raise EvaluationError(f"{path}, line {line}: flagged={row['flagged']!r}; expected 0/1 or "
+                                          "true/false.")
+                flagged = text in _TRUE
+            out[case] = (score, flagged)
+    return out
+
+
+def _pair_cases(pred_folder: Path, label_folder: Path, allow_missing_labels: bool,
+                note: Callable[[str], None]) -> list[tuple[str, Path, Path]]:
+    maps = list_cases(pred_folder, skip_derived=True)
+    labels = list_cases(label_folder)
+    if not labels:
+        raise EvaluationError(f"{label_folder}: no label files (endings: {', '.join(known_endings())}).")
+    no_map = [labels[c] for c in labels if c not in maps]
+    if no_map:
+        listed = ", ".join(str(p) for p in no_map[:10]) + (f" and {len(no_map) - 10} more" if len(no_map) > 10 else "")
+        raise EvaluationError(f"{len(no_map)} label(s) have no anomaly map in {pred_folder}: {listed}. Expected "
+                              f"{pred_folder}/<case>.<ending> for each; predict the missing cases (uadnet_predict "
+                              "skips finished ones with --continue_prediction) or remove their labels.")
+    no_label = [maps[c] for c in maps if c not in labels]
+    if no_label:
+        listed = ", ".join(str(p) for p in no_label[:10]) + (f" and {len(no_label) - 10} more"
+                                                             if len(no_label) > 10 else "")
+        if not allow_missing_labels:
+            raise EvaluationError(f"{len(no_label)} anomaly map(s) have no label in {label_folder}: {listed}. Add "
+                                  f"{label_folder}/<case>.<ending> for each, or pass --allow_missing_labels to "
+                                  "ignore them.")
+        note(f"warning: ignoring {len(no_label)} anomaly map(s) without a label: {listed}")
+    return [(c, maps[c], labels[c]) for c in sorted(labels)]
+
+
+def _load_case(map_path: Path, label_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read one map/label pair, check they share a grid, return flattened float32 scores and bool labels."""
+    amap, map_props = _read(map_path)
+    label, label_props = _read(label_path)
+    if amap.shape[0] != 1:
+        raise EvaluationError(f"{map_path}: {amap.shape[0]} channels; an anomaly map has exactly one.")
+    diff = grid_mismatch(amap.shape[1:], map_props, label.shape[1:], label_props)
+    if diff is not None:
+        raise EvaluationError(
+            f"{map_path} and {label_path} are not on the same grid ({diff}). The anomaly map must lie on the "
+            "label's grid: predict from the original test images (uadnet_predict exports on the input grid), or "
+            "resample the label onto the image grid (nearest neighbour).")
+    if not np.isfinite(amap).all():
+        raise EvaluationError(f"{map_path}: contains NaN or Inf; re-run the prediction for this case.")
+    return amap[0].astype(np.float32, copy=False).ravel(), (label > 0).any(axis=0).ravel()
+
+
+def _clean(obj: Any) -> Any:
+    """NaN/Inf → None throughout (JSON has no NaN), numpy scalars → Python numbers."""
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def write_per_case_csv(rows: list[dict[str, Any]], path: str | os.PathLike) -> None:
+    """Write the per-case rows atomically; undefined values are empty cells."""
+    with atomic_path(path, ".csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=PER_CASE_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in PER_CASE_COLUMNS})
+
+
+def evaluate_folder(pred_folder: str | os.PathLike, label_folder: str | os.PathLike,
+                    output_file: str | os.PathLike | None = None, threshold: float | None = None,
+                    threshold_from: str | os.PathLike | None = None, num_bootstrap: int = 1000, seed: int = 0,
+                    allow_missing_labels: bool = False, disable_progress_bar: bool = False,
+                    verbose: bool = True) -> dict[str, Any]:
+    """Evaluate every labelled case; write ``summary.json`` (default ``pred_folder/summary.json``) and
+    ``per_case.csv`` beside it; return the summary. Notes and warnings are printed to stderr when ``verbose``."""
+    pred_folder, label_folder = Path(pred_folder), Path(label_folder)
+    output_file = Path(output_file) if output_file is not None else pred_folder / SUMMARY_FILE
+    if num_bootstrap < 0:
+        raise EvaluationError(f"--num_bootstrap must be 0 or more, got {num_bootstrap}.")
+    notes: list[str] = []
+
+    def note(msg: str) -> None:
+        notes.append(msg)
+        if verbose:
+            print(msg if msg.startswith("warning:") else f"note: {msg}", file=sys.stderr)
+
+    pairs = _pair_cases(pred_folder, label_folder, allow_missing_labels, note)
+    thr = resolve_thresholds(pred_folder, threshold, threshold_from)
+    t_voxel, t_case = thr["voxel_threshold"], thr["case_threshold"]
+    if t_voxel is None:
+        note("no voxel threshold (no --threshold, no 'voxel_threshold' in prediction.json): Dice/precision/recall "
+             "at the calibrated threshold are null. Best Dice (oracle), AP and AUROC are still computed.")
+    scores_path = pred_folder / SCORES_FILE
+    csv_scores = read_scores_csv(scores_path) if scores_path.is_file() else None
+    if csv_scores is not None:
+        missing = [c for c, _, _ in pairs if c not in csv_scores]
+        if missing:
+            raise EvaluationError(f"{scores_path}: no row for case(s) {', '.join(missing[:10])}. Re-run the "
+                                  "prediction, or delete scores.csv to use the mean of the top 1 % voxels instead.")
+        score_source = str(scores_path)
+    else:
+        score_source = f"mean of the top {100 * metrics.TOP_FRACTION:g} % voxels of each map"
+        if t_case is not None:
+            note(f"no {SCORES_FILE}: case scores are the {score_source}, which may not be on the scale of "
+                 "'case_threshold'.")
+
+    rows: list[dict[str, Any]] = []
+    pooled_s: list[np.ndarray] = []
+    pooled_y: list[np.ndarray] = []
+    for case, map_path, label_path in tqdm(pairs, desc="evaluating", unit="case", disable=disable_progress_bar):
+        s, y = _load_case(map_path, label_path)
+        row: dict[str, Any] = {"case": case, "anomalous": int(y.any())}
+        if csv_scores is not None:
+            row["score"], row["flagged"] = csv_scores[case]
+            if row["flagged"] is not None:
+                row["flagged"] = int(row["flagged"])
+        else:
+            row["score"], row["flagged"] = metrics.top_fraction_mean(s), None
+        row.update(metrics.case_metrics(s, y, t_voxel))
+        row["map_file"], row["label_file"] = str(map_path), str(label_path)
+        rows.append(row)
+        pooled_s.append(s)
+        pooled_y.append(y)
+
+    s_all, y_all = metrics.pool(pooled_s, pooled_y)
+    del pooled_s, pooled_y
+    pooled: dict[str, Any] = {"num_voxels": int(s_all.size), "num_positive": int(np.count_nonzero(y_all))}
+    pooled["ap"] = metrics.average_precision(s_all, y_all)
+    pooled["auroc"] = metrics.auroc(s_all, y_all)
+    pooled["best_dice"], pooled["best_dice_threshold"] = metrics.best_dice(s_all, y_all)
+    del s_all, y_all
+    if t_voxel is not None:  # the pooled confusion counts are the sums of the per-case ones
+        tp, fp, fn = (sum(r[k] for r in rows) for k in ("tp", "fp", "fn"))
+        at = metrics.dice_precision_recall(tp, fp, fn)
+        pooled.update({"dice_at_threshold": at["dice"], "precision_at_threshold": at["precision"],
+                       "recall_at_threshold": at["recall"], "tp": tp, "fp": fp, "fn": fn})
+    else:
+        pooled.update({k: None for k in ("dice_at_threshold", "precision_at_threshold", "recall_at_threshold",
+                                         "tp", "fp", "fn")})
+    if pooled["num_positive"] == 0:
+        note("no label has an anomalous voxel: voxel AP, AUROC and Dice are undefined (null).")
+
+    per_case = {k: metrics.bootstrap_ci([r[k] for r in rows], num_bootstrap, seed) for k in _BOOTSTRAPPED}
+    flags = [r["flagged"] for r in rows]
+    case_level = metrics.case_level_metrics([r["score"] for r in rows], [bool(r["anomalous"]) for r in rows],
+                                            t_case, flags if all(f is not None for f in flags) else None)
+    case_level["score_source"] = score_source
+    if case_level["num_healthy"] == 0:
+        note("no healthy test case (label without anomalous voxels): case-level AUROC/AP are undefined (null).")
+
+    summary = _clean({
+        "prediction_folder": str(pred_folder),
+        "label_folder": str(label_folder),
+        "num_cases": len(rows),
+        "thresholds": thr,
+        "pooled": pooled,
+        "per_case_mean": per_case,
+        "bootstrap": {"num_bootstrap": num_bootstrap, "seed": seed, "confidence": 0.95, "resampled": "cases"},
+        "case_level": case_level,
+        "notes": notes,
+        "cases": [{k: r.get(k) for k in PER_CASE_COLUMNS} for r in rows],
+    })
+    per_case_csv = output_file.parent / PER_CASE_FILE
+    write_per_case_csv(summary["cases"], per_case_csv)
+    save_json(summary, output_file)
+    summary["files"] = {"summary": str(output_file), "per_case": str(per_case_csv)}
+    return summary

@@ -17,8 +17,8 @@ import torch
 from tests.synthetic import make_dataset
 from uadnet.cli.plan_and_preprocess import main as plan_main
 from uadnet.cli.train import main as train_main
-from uadnet.training import checkpoints as ckpt
 from uadnet.training.trainer import Trainer, TrainerSettings, learning_rate
+from uadnet.utilities import checkpoints as ckpt
 
 FAST = ["--precision", "fp32", "-np", "0", "--disable_progress_bar"]
 

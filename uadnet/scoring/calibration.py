@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+CALIBRATION_FILE = "calibration.json"  # in each fold folder
 FALSE_POSITIVE_RATES = (0.001, 0.01, 0.05)
 CASE_TOP_FRACTION = 0.01
 

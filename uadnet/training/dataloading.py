@@ -51,6 +51,7 @@ class PreprocessedDataset:
     def __init__(self, folder: str | os.PathLike, case_ids: Sequence[str]) -> None:
         self.folder = Path(folder)
         self.case_ids = list(case_ids)
+        self._open: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         if not self.case_ids:
             raise ValueError(f"no training cases given for {self.folder}")
         for case in self.case_ids:
@@ -70,8 +71,12 @@ class PreprocessedDataset:
         return len(self.case_ids)
 
     def load(self, case: str) -> tuple[np.ndarray, np.ndarray]:
-        """``(data (c, z, y, x) float32, foreground (z, y, x) uint8)``, both read-only memory maps."""
-        return np.load(self._data_path(case), mmap_mode="r"), np.load(self._fg_path(case), mmap_mode="r")
+        """``(data (c, z, y, x) float32, foreground (z, y, x) uint8)``, both read-only memory maps (opened once per
+        process and case)."""
+        if case not in self._open:
+            self._open[case] = (np.load(self._data_path(case), mmap_mode="r"),
+                                np.load(self._fg_path(case), mmap_mode="r"))
+        return self._open[case]
 
 
 class UADDataLoader(SlimDataLoaderBase):

@@ -3,7 +3,7 @@
 Results go to ``UADNET_RESULTS/<dataset>/<method>__<plans>__<configuration>/fold_<f>/``: ``checkpoint_latest.pth``
 (every ``checkpoint_every`` iterations and on Ctrl-C), ``checkpoint_previous.pth`` (the one before),
 ``checkpoint_best.pth`` (best validation AP, EMA weights), ``checkpoint_final.pth``, ``training_log.txt``,
-``progress.png`` and ``calibration.json``; the plans, dataset.json and fingerprint used are copied one level up.
+``progress.png``, ``postprocessing.json`` and ``calibration.json``; the plans, dataset.json and fingerprint used are copied one level up.
 
 Exact resume: iteration i trains on batch i of the seeded stream (see :mod:`uadnet.training.dataloading`), the
 learning rate is a function of i, and the checkpoint holds the weights, the EMA, the optimiser and torch's RNG,
@@ -29,12 +29,14 @@ from tqdm import tqdm
 from uadnet import paths
 from uadnet.methods import get_method
 from uadnet.plans import FINGERPRINT_FILE, PLANS_FILE, SPLITS_FILE, Plans
-from uadnet.training import checkpoints as ckpt
+from uadnet.postprocessing.postprocessing import POSTPROCESSING_FILE
+from uadnet.scoring.calibration import CALIBRATION_FILE
 from uadnet.training.dataloading import PreprocessedDataset, make_training_pipeline
 from uadnet.training.distributed import init_distributed, shutdown_distributed
 from uadnet.training.ema import EMA
 from uadnet.training.progress import TrainingLog, empty_history, plot_progress
-from uadnet.training.validation import calibrate_on_healthy, make_validation_set, validation_ap
+from uadnet.training.validation import make_validation_set, postprocess_and_calibrate, validation_ap
+from uadnet.utilities import checkpoints as ckpt
 from uadnet.utilities.file_io import load_json, save_json
 from uadnet.utilities.torch_utils import autocast, resolve_device
 
@@ -349,10 +351,13 @@ class Trainer:
         plot_progress(self.history, self.folder / "progress.png", self._title())
         if self.s.calibrate:
             scorer = self.method.scorer(self.ema.model, self.plans, self.precision)
-            result = calibrate_on_healthy(scorer, self.validation_cases, self.cfg, self.device)
-            result.update({"checkpoint": ckpt.FINAL, "fold": str(self.s.fold), "method": self.s.method,
-                           "configuration": self.config_name})
-            save_json(result, self.folder / "calibration.json")
-            self.log(f"calibration: voxel thresholds {result['voxel_thresholds']}, case threshold "
+            record, result = postprocess_and_calibrate(scorer, self.validation_cases, self.cfg, self.device)
+            about = {"checkpoint": ckpt.FINAL, "fold": str(self.s.fold), "method": self.s.method,
+                     "configuration": self.config_name}
+            save_json({**record, **about}, self.folder / POSTPROCESSING_FILE)
+            save_json({**result, **about}, self.folder / CALIBRATION_FILE)
+            kept = [k for k, v in record["postprocessing"].items() if v]
+            self.log(f"postprocessing kept: {kept or 'none'} (validation AP {record['validation_ap_all_voxels']}); "
+                     f"calibration: voxel thresholds {result['voxel_thresholds']}, case threshold "
                      f"{result['case_threshold']:.4f}")
         self.log(f"finished at iteration {iteration}; best validation AP {self.best_ap}")

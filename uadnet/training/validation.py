@@ -19,9 +19,12 @@ from sklearn.metrics import average_precision_score
 
 from uadnet.corruption.registry import build_corruption
 from uadnet.plans import ConfigurationPlan, Plans
+from uadnet.postprocessing import Postprocessing, apply_postprocessing, decide_postprocessing
+from uadnet.postprocessing.postprocessing import pooled_ap
 from uadnet.scoring.calibration import calibrate
 from uadnet.scoring.scorers import Scorer, score_volume
 from uadnet.training.dataloading import PreprocessedDataset
+from uadnet.utilities.file_io import load_json
 
 
 @dataclass
@@ -31,6 +34,7 @@ class ValidationCase:
     corrupted: np.ndarray  # (c, z, y, x) with synthetic anomalies
     anomaly: np.ndarray  # (z, y, x) bool, soft mask ≥ 0.5
     foreground: np.ndarray  # (z, y, x) bool
+    spacing: list[float]  # (z, y, x) mm of the preprocessed grid
 
 
 def make_validation_set(preprocessed_dataset_folder: str | os.PathLike, plans: Plans, configuration: str | None,
@@ -51,8 +55,9 @@ def make_validation_set(preprocessed_dataset_folder: str | os.PathLike, plans: P
         rng = np.random.default_rng([seed, zlib.crc32(case.encode())])
         out = corruption(image, fg != 0, rng, spacing, foreign=foreign, foreign_foreground=None
                          if foreign_fg is None else foreign_fg != 0)
+        props = load_json(dataset.folder / f"{case}.json")
         cases.append(ValidationCase(case, image.astype(np.float32), out.image.astype(np.float32), out.mask >= 0.5,
-                                    fg != 0))
+                                    fg != 0, [float(v) for v in props["spacing_after_resampling"]]))
     return cases
 
 
@@ -78,10 +83,29 @@ def validation_ap(scorer: Scorer, cases: Sequence[ValidationCase], cfg: Configur
     return float(average_precision_score(y, np.concatenate(scores)))
 
 
-def calibrate_on_healthy(scorer: Scorer, cases: Sequence[ValidationCase], cfg: ConfigurationPlan,
-                         device: torch.device) -> dict:
-    """Thresholds from the scores of the healthy (uncorrupted) validation volumes (see ``calibrate``)."""
-    scores = [_score(scorer, c.healthy, c.foreground, cfg, device) for c in cases]
-    result = calibrate(scores, [c.foreground for c in cases])
-    result["cases"] = [c.key for c in cases]
-    return result
+def postprocess_and_calibrate(scorer: Scorer, cases: Sequence[ValidationCase], cfg: ConfigurationPlan,
+                              device: torch.device, fpr_for_components: float = 0.01) -> tuple[dict, dict]:
+    """After training: score the validation cases with and without their synthetic anomalies; choose the
+    postprocessing on the anomalous maps (each step kept only if it raises pooled AP; components are taken at the
+    healthy ``fpr_for_components`` threshold); calibrate thresholds on the postprocessed healthy maps.
+    Returns ``(postprocessing record, calibration)``, both JSON-ready."""
+    in_plane = cfg.dim == 2
+    fgs, spacings = [c.foreground for c in cases], [c.spacing for c in cases]
+    anomalous = [_score(scorer, c.corrupted, c.foreground, cfg, device) for c in cases]
+    healthy = [_score(scorer, c.healthy, c.foreground, cfg, device) for c in cases]
+    labels = [c.anomaly for c in cases]
+
+    def processed(maps: Sequence[np.ndarray], pp: Postprocessing) -> list[np.ndarray]:
+        return [apply_postprocessing(m, f, sp, pp, in_plane) for m, f, sp in zip(maps, fgs, spacings)]
+
+    def threshold(pp: Postprocessing) -> float:
+        return calibrate(processed(healthy, pp), fgs, (fpr_for_components,))["voxel_thresholds"][
+            str(fpr_for_components)]
+
+    pp, trials = decide_postprocessing(anomalous, labels, fgs, spacings, in_plane, calibrate_threshold=threshold)
+    record = {"postprocessing": pp.to_dict(), "trials": trials, "validation_ap_all_voxels": {
+        "before": pooled_ap(anomalous, labels), "after": pooled_ap(processed(anomalous, pp), labels)},
+        "cases": [c.key for c in cases]}
+    calibration = calibrate(processed(healthy, pp), fgs)
+    calibration["cases"] = [c.key for c in cases]
+    return record, calibration

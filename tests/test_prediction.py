@@ -1,0 +1,179 @@
+"""uadnet_predict: exact export geometry, sharding, continue after a kill, bad inputs, and an end-to-end run
+(plan → train → predict → evaluate) that finds an inserted bright lesion."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import skimage.io
+
+from tests.synthetic import make_dataset, write_sitk
+from uadnet.cli.evaluate import main as evaluate_main
+from uadnet.cli.plan_and_preprocess import main as plan_main
+from uadnet.cli.predict import main as predict_main
+from uadnet.cli.train import main as train_main
+from uadnet.inference.predictor import Predictor
+
+FAST = ["--precision", "fp32", "-np", "0", "--disable_progress_bar"]
+QUIET = ["--disable_progress_bar", "--precision", "fp32"]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """Three tiny datasets (isotropic 3D with test cases, anisotropic 3D, rotated 2-channel 3D, 2D PNG), each
+    planned and trained briefly on fold 0 (the isotropic one on folds 0 and 1, long enough to learn)."""
+    root = tmp_path_factory.mktemp("predict")
+    folders = {v: root / v for v in ("UADNET_RAW", "UADNET_PREPROCESSED", "UADNET_RESULTS")}
+    with pytest.MonkeyPatch.context() as mp:
+        for var, f in folders.items():
+            f.mkdir()
+            mp.setenv(var, str(f))
+        for i, kind in enumerate(("3d_iso", "3d_aniso", "2ch", "2d_png"), start=1):
+            make_dataset(folders["UADNET_RAW"], dataset_id=i, kind=kind, n_cases=6 if i == 1 else 4,
+                         n_test=4 if i == 1 else 2, seed=i)
+            assert plan_main(["-d", str(i), "-c", "2d", "-np", "1", "--disable_progress_bar", "--device", "cpu"]) == 0
+            for fold in ("0", "1") if i == 1 else ("0",):
+                n = "150" if i == 1 else "3"
+                assert train_main([str(i), fold, "--iterations", n, "--validation_every", n, *FAST]) == 0
+        yield folders
+
+
+@pytest.fixture
+def paths_env(env, monkeypatch):
+    for var, f in env.items():
+        monkeypatch.setenv(var, str(f))
+    return env
+
+
+def _raw(folders, i: int, kind: str) -> Path:
+    return folders["UADNET_RAW"] / f"Dataset{i:03d}_{kind}"
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()}
+
+
+@pytest.mark.parametrize("i,kind", [(2, "3d_aniso"), (3, "2ch"), (4, "2d_png")])
+def test_maps_and_masks_lie_exactly_on_the_input_grid(paths_env, tmp_path, i, kind):
+    inp = _raw(paths_env, i, kind) / "imagesTs"
+    before = _snapshot(inp)
+    out = tmp_path / "out"
+    assert predict_main(["-i", str(inp), "-o", str(out), "-d", str(i), "--save_restorations", *QUIET]) == 0
+    assert _snapshot(inp) == before  # the input folder is never written to
+    for case in ("test_000", "test_001"):
+        if kind == "2d_png":
+            image = skimage.io.imread(inp / f"{case}_0000.png")
+            amap = skimage.io.imread(out / f"{case}.tif")
+            mask = skimage.io.imread(out / f"{case}_mask.tif")
+            assert amap.shape == mask.shape == image.shape and amap.dtype == np.float32
+            continue
+        ref = sitk.ReadImage(str(inp / f"{case}_0000.nii.gz"))
+        for suffix in ("", "_mask", "_restoration_0000"):
+            img = sitk.ReadImage(str(out / f"{case}{suffix}.nii.gz"))
+            assert img.GetSize() == ref.GetSize()
+            np.testing.assert_allclose(img.GetSpacing(), ref.GetSpacing(), rtol=1e-6)
+            np.testing.assert_allclose(img.GetOrigin(), ref.GetOrigin(), atol=1e-5)
+            np.testing.assert_allclose(img.GetDirection(), ref.GetDirection(), atol=1e-6)
+        amap = sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{case}.nii.gz")))
+        assert amap.dtype == np.float32 and np.isfinite(amap).all() and amap.max() > 0
+        mask = sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{case}_mask.nii.gz")))
+        threshold = json.loads((out / "prediction.json").read_text())["voxel_threshold"]
+        np.testing.assert_array_equal(mask, amap >= threshold)
+    rows = list(csv.DictReader((out / "scores.csv").open()))
+    assert [r["case"] for r in rows] == ["test_000", "test_001"] and all(float(r["score"]) >= 0 for r in rows)
+
+
+def test_sharded_prediction_equals_unsharded_and_folds_are_ensembled(paths_env, tmp_path):
+    inp = _raw(paths_env, 1, "3d_iso") / "imagesTs"
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert predict_main(["-i", str(inp), "-o", str(whole), "-d", "1", *QUIET]) == 0
+    for k in ("0", "1"):
+        assert predict_main(["-i", str(inp), "-o", str(parts), "-d", "1", "--num_parts", "2", "--part_id", k,
+                             *QUIET]) == 0
+    assert (whole / "scores.csv").read_text() == (parts / "scores.csv").read_text()
+    for case in ("test_000", "test_001", "test_002", "test_003"):
+        a = sitk.GetArrayFromImage(sitk.ReadImage(str(whole / f"{case}.nii.gz")))
+        b = sitk.GetArrayFromImage(sitk.ReadImage(str(parts / f"{case}.nii.gz")))
+        np.testing.assert_array_equal(a, b)
+    assert json.loads((whole / "prediction.json").read_text())["folds"] == ["0", "1"]
+    single = tmp_path / "fold0"
+    assert predict_main(["-i", str(inp), "-o", str(single), "-d", "1", "-f", "0", *QUIET]) == 0
+    f0 = sitk.GetArrayFromImage(sitk.ReadImage(str(single / "test_000.nii.gz")))
+    assert not np.array_equal(f0, sitk.GetArrayFromImage(sitk.ReadImage(str(whole / "test_000.nii.gz"))))
+
+
+def test_continue_prediction_after_a_kill_finishes_the_rest(paths_env, tmp_path, monkeypatch):
+    inp, out = _raw(paths_env, 1, "3d_iso") / "imagesTs", tmp_path / "out"
+    original, calls = Predictor._run_case, []
+
+    def dies_on_third(self, case):
+        calls.append(case.identifier)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(self, case)
+
+    monkeypatch.setattr(Predictor, "_run_case", dies_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        predict_main(["-i", str(inp), "-o", str(out), "-d", "1", "-f", "0", *QUIET])
+    monkeypatch.setattr(Predictor, "_run_case", original)
+    first = (out / "test_000.nii.gz").stat().st_mtime_ns
+    assert not (out / "test_002.nii.gz").exists()
+    assert predict_main(["-i", str(inp), "-o", str(out), "-d", "1", "-f", "0", "--continue_prediction", *QUIET]) == 0
+    assert (out / "test_000.nii.gz").stat().st_mtime_ns == first  # finished cases are not redone
+    assert len(list(csv.DictReader((out / "scores.csv").open()))) == 4
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_bad_cases_are_reported_and_skipped_and_inputs_protected(paths_env, tmp_path, capsys):
+    src = _raw(paths_env, 1, "3d_iso") / "imagesTs"
+    inp = tmp_path / "in"
+    shutil.copytree(src, inp)
+    (inp / "test_001_0000.nii.gz").write_bytes(b"not an image")
+    shutil.copyfile(inp / "test_002_0000.nii.gz", inp / "test_002_0001.nii.gz")  # one channel too many
+    out = tmp_path / "out"
+    assert predict_main(["-i", str(inp), "-o", str(out), "-d", "1", "-f", "0", *QUIET]) == 1
+    text = capsys.readouterr().out
+    assert "FAILED test_001" in text and "FAILED test_002" in text and "channel" in text
+    assert (out / "test_000.nii.gz").is_file() and (out / "test_003.nii.gz").is_file()
+    assert not (out / "test_001.nii.gz").exists()
+    assert predict_main(["-i", str(inp), "-o", str(inp), "-d", "1", *QUIET]) == 1
+    assert "must not be the input folder" in capsys.readouterr().err
+    assert predict_main(["-i", str(inp), "-o", str(out), "-d", "1", "-f", "3", *QUIET]) == 1
+    assert "fold_3" in capsys.readouterr().err
+
+
+def test_end_to_end_an_inserted_bright_lesion_is_found(paths_env, tmp_path):
+    """Healthy-trained model, test cases with a bright sphere (radius 2 mm) in the outer tissue: pooled voxel AP must
+    be far above the lesion prevalence, and the anomalous cases must score above the healthy one."""
+    raw = _raw(paths_env, 1, "3d_iso")
+    inp, labels, out = tmp_path / "in", tmp_path / "labels", tmp_path / "out"
+    inp.mkdir()
+    labels.mkdir()
+    prevalence = []
+    offsets = [(0, 8, 0), (0, 0, -8), (3, -7, 0)]  # mm from the centre: outside the bright core (radius ≈ 5 mm)
+    for k, case in enumerate(("test_000", "test_001", "test_002", "test_003")):
+        ref = sitk.ReadImage(str(raw / "imagesTs" / f"{case}_0000.nii.gz"))
+        img = sitk.GetArrayFromImage(ref).astype(np.float32)
+        lesion = np.zeros(img.shape, np.uint8)
+        if k < 3:  # test_003 stays healthy
+            zz, yy, xx = np.meshgrid(*[np.arange(n) for n in img.shape], indexing="ij")
+            centre = np.array(img.shape) // 2 + np.array(offsets[k])
+            lesion = (((zz - centre[0]) ** 2 + (yy - centre[1]) ** 2 + (xx - centre[2]) ** 2) <= 4).astype(np.uint8)
+            img = img + 150.0 * lesion
+            prevalence.append(lesion.mean())
+        spacing, origin, direction = ref.GetSpacing()[::-1], ref.GetOrigin(), ref.GetDirection()
+        write_sitk(img, inp / f"{case}_0000.nii.gz", spacing, origin, direction)
+        write_sitk(lesion, labels / f"{case}.nii.gz", spacing, origin, direction)
+    assert predict_main(["-i", str(inp), "-o", str(out), "-d", "1", *QUIET]) == 0
+    assert evaluate_main(["-p", str(out), "-g", str(labels), "--disable_progress_bar"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    pooled = summary["pooled"]
+    assert pooled["ap"] > 20 * np.mean(prevalence) and pooled["auroc"] > 0.9, pooled
+    scores = {r["case"]: float(r["score"]) for r in csv.DictReader((out / "scores.csv").open())}
+    assert min(scores["test_000"], scores["test_001"], scores["test_002"]) > scores["test_003"]

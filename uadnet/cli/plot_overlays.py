@@ -1,0 +1,59 @@
+"""``uadnet_plot_overlays -i IN -p PRED -o PNG_DIR``: anomaly maps drawn on their images, plus an HTML report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="uadnet_plot_overlays",
+        description="Draw each predicted case on its input image: the axial slices with the most anomaly (image, "
+                    "restoration, anomaly map overlay, predicted mask and label contours), one PNG per case, and "
+                    "report.html listing the cases by score.")
+    p.add_argument("-i", "--input_folder", type=Path, required=True,
+                   help="input images given to uadnet_predict: <case>_XXXX.<ending> (channel 0 is drawn)")
+    p.add_argument("-p", "--pred_folder", type=Path, required=True,
+                   help="uadnet_predict output: <case>.<ending> maps, <case>_mask, <case>_restoration_0000, "
+                        "scores.csv, prediction.json")
+    p.add_argument("-g", "--label_folder", type=Path, default=None,
+                   help="optional ground truth <case>.<ending> (> 0 is anomalous), drawn as contours")
+    p.add_argument("-o", "--output_folder", type=Path, required=True, help="where the PNGs and report.html go")
+    p.add_argument("--num_slices", type=_positive_int, default=3,
+                   help="axial slices per 3D case, those with the largest anomaly-map sum (default 3)")
+    p.add_argument("--summary", type=Path, default=None, help="summary.json of uadnet_evaluate for the report header")
+    p.add_argument("--per_case", type=Path, default=None,
+                   help="per_case.csv of uadnet_evaluate: per-case AP/Dice in the titles and the report")
+    p.add_argument("--disable_progress_bar", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from uadnet.imageio.base_reader_writer import ImageReadError
+    from uadnet.visualization.overlays import plot_overlays
+
+    try:
+        report = plot_overlays(args.input_folder, args.pred_folder, args.output_folder, args.label_folder,
+                               args.num_slices, args.summary, args.per_case, args.disable_progress_bar)
+    except (ImageReadError, OSError, ValueError) as e:  # OverlayError and EvaluationError are ValueErrors
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

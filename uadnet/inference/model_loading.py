@@ -1,0 +1,63 @@
+"""Loading a trained method (plans copy, dataset.json copy, fold checkpoints, calibration, postprocessing)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from uadnet.methods import get_method
+from uadnet.plans import PLANS_FILE, Plans
+from uadnet.postprocessing import Postprocessing
+from uadnet.postprocessing.postprocessing import POSTPROCESSING_FILE
+from uadnet.scoring.calibration import CALIBRATION_FILE
+from uadnet.utilities import checkpoints as ckpt
+from uadnet.utilities.file_io import load_json
+
+
+@dataclass
+class TrainedFold:
+    fold: str
+    folder: Path
+    model: nn.Module
+    calibration: dict
+    postprocessing: Postprocessing
+
+
+def available_folds(model_folder: Path) -> list[str]:
+    """Fold names (``0``…``4``, ``all``) with a final checkpoint, sorted."""
+    folds = [p.name[len("fold_"):] for p in model_folder.glob("fold_*") if (p / ckpt.FINAL).is_file()]
+    return sorted(folds, key=lambda f: (not f.isdigit(), int(f) if f.isdigit() else 0, f))
+
+
+def load_plans_and_dataset_json(model_folder: Path) -> tuple[Plans, dict]:
+    plans_file = model_folder / PLANS_FILE
+    if not plans_file.is_file():
+        raise FileNotFoundError(f"{plans_file} is missing: {model_folder} does not look like a trained model folder "
+                                "(uadnet_train writes it)")
+    dataset_json = model_folder / "dataset.json"
+    return Plans.load(plans_file), (load_json(dataset_json) if dataset_json.is_file() else {})
+
+
+def load_fold(model_folder: Path, fold: str, method_name: str, plans: Plans, configuration: str,
+              device: torch.device, checkpoint: str = ckpt.FINAL) -> TrainedFold:
+    """Network weights (``weights_only=True``), calibration and postprocessing of one fold."""
+    folder = model_folder / f"fold_{fold}"
+    path = folder / checkpoint
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: train this fold first (uadnet_train DATASET {fold}) or choose "
+                                "other folds with -f")
+    state = ckpt.load_checkpoint(path)
+    method = get_method(method_name)
+    model = method.build_network(plans, configuration, len(plans.channel_names))
+    model.load_state_dict(state["network"])
+    model.to(device).eval().requires_grad_(False)
+    calibration_file = folder / CALIBRATION_FILE
+    if not calibration_file.is_file():
+        raise FileNotFoundError(f"{calibration_file} is missing: training was stopped before calibration. Run "
+                                f"uadnet_train DATASET {fold} --c to finish it")
+    pp_file = folder / POSTPROCESSING_FILE
+    pp = Postprocessing.from_dict(load_json(pp_file)["postprocessing"]) if pp_file.is_file() else Postprocessing()
+    return TrainedFold(fold, folder, model, load_json(calibration_file), pp)

@@ -32,6 +32,7 @@ setup(
             "uadnet_make_demo_dataset=uadnet.cli.make_demo_dataset:main",
             "uadnet_plot_corruptions=uadnet.cli.plot_corruptions:main",
             "uadnet_train=uadnet.cli.train:main",
+            "uadnet_demo=uadnet.cli.demo:main",
             "uadnet_predict=uadnet.cli.predict:main",
             "uadnet_evaluate=uadnet.cli.evaluate:main",
             "uadnet_plot_overlays=uadnet.cli.plot_overlays:main",

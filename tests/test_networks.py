@@ -139,3 +139,18 @@ def test_bf16_autocast_cpu():
         pytest.skip(f"bf16 autocast unsupported here: {e}")
     assert y.shape == x.shape and torch.isfinite(y.float()).all()
     y.float().mean().backward()
+
+
+def test_residual_network_starts_near_the_identity_and_learns_corrections():
+    torch.manual_seed(0)
+    plan, _ = _plan(*TOPOLOGIES["2d"])
+    x = torch.rand(4, 2, 24, 20)
+    plain, residual = ConditionalUNet(2, 2, plan), ConditionalUNet(2, 2, plan, residual=True)
+    err_plain = (plain(x, torch.rand(4)) - x).abs().mean()
+    err_residual = (residual(x, torch.rand(4)) - x).abs().mean()
+    assert err_residual < 0.25 * err_plain
+    out = residual(x, torch.rand(4))
+    out.mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in residual.parameters() if p.requires_grad)
+    with pytest.raises(ValueError, match="residual"):
+        ConditionalUNet(2, 1, plan, residual=True)

@@ -39,7 +39,7 @@ def env(tmp_path_factory):
                          n_test=4 if i == 1 else 2, seed=i)
             assert plan_main(["-d", str(i), "-c", "2d", "-np", "1", "--disable_progress_bar", "--device", "cpu"]) == 0
             for fold in ("0", "1") if i == 1 else ("0",):
-                n = "150" if i == 1 else "3"
+                n = "300" if i == 1 else "3"
                 assert train_main([str(i), fold, "--iterations", n, "--validation_every", n, *FAST]) == 0
         yield folders
 

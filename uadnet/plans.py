@@ -77,7 +77,7 @@ class TrainingPlan:
     iterations: int
     time_budget_minutes: float | None
     estimated_seconds_per_iteration: float
-    learning_rate: float = 1e-4
+    learning_rate: float = 1e-3
     weight_decay: float = 1e-4
     warmup_iterations: int = 500
     lr_schedule: str = "cosine"
@@ -148,19 +148,27 @@ class CorruptionPlan:
 
 @dataclass
 class ColdEnsemblePlan:
-    """``cold_ensemble``: DAG corruption; score = mean over ``severities`` of |x - f(x, α_k)|."""
+    """``cold_ensemble``: DAG corruption; score = mean over ``severities`` of |x - f(x, α_k)|. ``residual``: the
+    restorer predicts x̂₀ = x_α + UNet(x_α, α) (starts near the identity: faster learning on a CPU budget).
+    ``anomaly_loss_weight`` w: the per-voxel loss is weighted by 1 + w·m (m the corruption mask), normalised by the
+    mean weight, so the few corrupted voxels are not drowned by the many clean ones (w = 0: the plain loss)."""
 
     corruption: str = "dag"
     severities: list[float] = field(default_factory=lambda: [0.2, 0.4, 0.6, 0.8])
+    residual: bool = True
+    anomaly_loss_weight: float = 10.0
 
 
 @dataclass
 class ColdMultistepPlan:
-    """``cold_multistep``: FPI corruption; restore from ``start_severity`` to 0 in ``num_steps`` steps."""
+    """``cold_multistep``: FPI corruption; restore from ``start_severity`` to 0 in ``num_steps`` steps;
+    ``residual`` as for ``cold_ensemble``."""
 
     corruption: str = "fpi"
     num_steps: int = 10
     start_severity: float = 0.8
+    residual: bool = True
+    anomaly_loss_weight: float = 10.0
 
 
 @dataclass

@@ -34,8 +34,9 @@ class Method(Protocol):
         """The restorer for images with ``num_channels`` channels."""
         ...
 
-    def training_loss(self, model: nn.Module, batch: dict[str, Tensor], loss: str) -> Tensor:
-        """Scalar loss of one batch (keys as made by ``uadnet.training.dataloading``, as tensors)."""
+    def training_loss(self, model: nn.Module, batch: dict[str, Tensor], loss: str, plans: Plans) -> Tensor:
+        """Scalar loss of one batch (keys as made by ``uadnet.training.dataloading``, as tensors); ``loss`` is the
+        configuration's ``training.loss``."""
         ...
 
     def scorer(self, model: nn.Module, plans: Plans, precision: str) -> Scorer:

@@ -27,11 +27,19 @@ class ColdDiffusion:
         return getattr(plans.methods, self.name).corruption
 
     def build_network(self, plans: Plans, configuration: str | None, num_channels: int) -> nn.Module:
-        return ConditionalUNet.from_plans(plans, configuration, num_channels, num_channels)
+        residual = getattr(plans.methods, self.name).residual
+        return ConditionalUNet.from_plans(plans, configuration, num_channels, num_channels, residual=residual)
 
-    def training_loss(self, model: nn.Module, batch: dict[str, Tensor], loss: str) -> Tensor:
-        """``loss(f(x_α, α), x)`` over the whole patch (clean samples, α = 0, teach the identity)."""
-        return loss_function(loss)(model(batch["data"], batch["severity"]).float(), batch["target"])
+    def training_loss(self, model: nn.Module, batch: dict[str, Tensor], loss: str, plans: Plans) -> Tensor:
+        """``loss(f(x_α, α), x)`` over the whole patch (clean samples, α = 0, teach the identity), each voxel
+        weighted by ``1 + w · mask`` (w = the plans' ``anomaly_loss_weight``), normalised by the mean weight."""
+        per_voxel = loss_function(loss)(model(batch["data"], batch["severity"]).float(), batch["target"],
+                                        reduction="none")
+        weight = getattr(plans.methods, self.name).anomaly_loss_weight
+        if not weight:
+            return per_voxel.mean()
+        w = 1.0 + weight * batch["anomaly_mask"]
+        return (per_voxel * w).mean() / w.mean()
 
     def scorer(self, model: nn.Module, plans: Plans, precision: str) -> Scorer:
         section = getattr(plans.methods, self.name)

@@ -83,10 +83,16 @@ class ConditionalUNet(nn.Module):
     ``spatial`` is (y, x) for ``network.dim == 2`` and (z, y, x) for 3. Inputs whose size is not a multiple of
     :attr:`total_stride` are zero-padded at the end and the output cropped back, so the output always has the
     spatial shape of ``x``. With ``condition=False`` there is no embedding and ``forward`` takes ``None``.
+    With ``residual=True`` the network returns ``x + UNet(x)`` and its output conv starts at a tenth of the default
+    scale, so a restorer starts near the identity and spends its training on the corrections.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, network: NetworkPlan, condition: bool = True) -> None:
+    def __init__(self, in_channels: int, out_channels: int, network: NetworkPlan, condition: bool = True,
+                 residual: bool = False) -> None:
         super().__init__()
+        if residual and in_channels != out_channels:
+            raise ValueError("a residual UNet needs as many output as input channels")
+        self.residual = residual
         dim, feats, kernels, strides = network.dim, network.features_per_stage, network.kernel_sizes, network.strides
         if dim not in (2, 3):
             raise ValueError(f"network.dim must be 2 or 3, got {dim}")
@@ -111,12 +117,16 @@ class ConditionalUNet(nn.Module):
             self.up.append(_conv_transpose(dim)(feats[s + 1], feats[s], strides[s + 1], stride=strides[s + 1]))
             self.decoder.append(Stage(dim, 2 * feats[s], feats[s], kernels[s], n, emb))
         self.output = _conv(dim)(feats[0], out_channels, 1)
+        if residual:  # start near the identity x̂ = x; small, not zero, so every layer gets gradients at once
+            with torch.no_grad():
+                self.output.weight.mul_(0.1)
+                self.output.bias.zero_()
 
     @classmethod
     def from_plans(cls, plans: Plans, configuration: str | None, in_channels: int, out_channels: int,
-                   condition: bool = True) -> ConditionalUNet:
+                   condition: bool = True, residual: bool = False) -> ConditionalUNet:
         """Build from ``plans.configuration(configuration).network`` (``None``: the default configuration)."""
-        return cls(in_channels, out_channels, plans.configuration(configuration).network, condition)
+        return cls(in_channels, out_channels, plans.configuration(configuration).network, condition, residual)
 
     def forward(self, x: Tensor, condition: Tensor | float | None = None) -> Tensor:
         """x (b, c_in, *spatial); condition (b,) or scalar float in [0, 1] (0 clean, 1 most corrupted)."""
@@ -139,6 +149,7 @@ class ConditionalUNet(nn.Module):
         pad = [(-n) % t for n, t in zip(spatial, self.total_stride)]
         if any(pad):
             x = F.pad(x, [p for q in reversed(pad) for p in (0, q)])
+        inputs = x
         skips = []
         for s, stage in enumerate(self.encoder):
             x = stage(x if s == 0 else self.down[s - 1](x), embedding)
@@ -146,4 +157,6 @@ class ConditionalUNet(nn.Module):
         for up, stage, skip in zip(self.up, self.decoder, reversed(skips[:-1])):
             x = stage(torch.cat([up(x), skip], 1), embedding)
         x = self.output(x)
+        if self.residual:
+            x = x + inputs
         return x[(..., *(slice(0, n) for n in spatial))] if any(pad) else x

@@ -227,7 +227,7 @@ class Trainer:
             group["lr"] = lr
         self.model.train()
         with autocast(self.device, self.precision):
-            loss = self.method.training_loss(self.model, self._to_device(batch), self.cfg.training.loss)
+            loss = self.method.training_loss(self.model, self._to_device(batch), self.cfg.training.loss, self.plans)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"the loss became {loss.item()} at iteration {iteration}. The last good "
                                      f"checkpoint is in {self.folder}; lower training.learning_rate in the plans "
@@ -262,11 +262,11 @@ class Trainer:
             return
         seconds = statistics.median(self.history["seconds"][-(TIMING_ITERATIONS - 5):])
         remaining = self.budget_minutes * 60 - (time.monotonic() - self.started)
-        fit = iteration + max(1, int(remaining / max(seconds, 1e-6)))
+        fit = self.ctx_min(min(self.total, iteration + max(1, int(remaining / max(seconds, 1e-6)))))
         if fit < self.total:
             self.log(f"time budget {self.budget_minutes} min at {seconds:.3f} s/iteration: stopping at "
                      f"iteration {fit} instead of {self.total}")
-            self.total = int(self.ctx_min(fit))
+            self.total = fit
 
     def ctx_min(self, value: int) -> int:
         """The smallest ``value`` over ranks, so all ranks stop together."""

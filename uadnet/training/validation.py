@@ -51,13 +51,12 @@ def make_validation_set(preprocessed_dataset_folder: str | os.PathLike, plans: P
     cases = []
     for i, (case, (image, fg)) in enumerate(zip(ids, loaded)):
         foreign, foreign_fg = loaded[(i + 1) % len(loaded)] if len(loaded) > 1 else (None, None)
-        spacing = (1.0, *cfg.spacing[-2:]) if image.shape[1] == 1 else tuple(cfg.spacing)
+        spacing = [float(v) for v in load_json(dataset.folder / f"{case}.json")["spacing_after_resampling"]]
         rng = np.random.default_rng([seed, zlib.crc32(case.encode())])
-        out = corruption(image, fg != 0, rng, spacing, foreign=foreign, foreign_foreground=None
-                         if foreign_fg is None else foreign_fg != 0)
-        props = load_json(dataset.folder / f"{case}.json")
+        out = corruption(image, fg != 0, rng, (1.0, *spacing[1:]) if image.shape[1] == 1 else spacing,
+                         foreign=foreign, foreign_foreground=None if foreign_fg is None else foreign_fg != 0)
         cases.append(ValidationCase(case, image.astype(np.float32), out.image.astype(np.float32), out.mask >= 0.5,
-                                    fg != 0, [float(v) for v in props["spacing_after_resampling"]]))
+                                    fg != 0, spacing))
     return cases
 
 

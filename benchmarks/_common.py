@@ -1,0 +1,49 @@
+"""Shared by the benchmark scripts: temporary uadnet folders, the demo dataset, markdown sections."""
+
+from __future__ import annotations
+
+import os
+import resource
+from pathlib import Path
+
+DOC = Path(__file__).resolve().parents[1] / "documentation" / "benchmarks.md"
+
+
+def use_root(root: Path) -> None:
+    """Point UADNET_RAW/PREPROCESSED/RESULTS into ``root``."""
+    for var, sub in (("UADNET_RAW", "raw"), ("UADNET_PREPROCESSED", "preprocessed"), ("UADNET_RESULTS", "results")):
+        os.environ[var] = str(root / sub)
+        (root / sub).mkdir(parents=True, exist_ok=True)
+
+
+def demo_plans(root: Path, resolution: float = 2.0, n_train: int = 40, dataset_id: int = 990):
+    """Build (if needed) and plan the demo dataset at ``resolution`` mm; returns (plans, preprocessed folder)."""
+    from uadnet.cli.make_demo_dataset import main as make_demo
+    from uadnet.cli.plan_and_preprocess import main as plan
+    from uadnet.plans import PLANS_FILE, Plans
+
+    use_root(root)
+    name = f"Dataset{dataset_id:03d}_DemoBrain"
+    if not (root / "raw" / name / "dataset.json").is_file():
+        assert make_demo(["--id", str(dataset_id), "--resolution", str(resolution), "--n_train", str(n_train),
+                          "--n_test", "4", "--disable_progress_bar"]) == 0
+    assert plan(["-d", str(dataset_id), "--disable_progress_bar"]) == 0
+    folder = root / "preprocessed" / name
+    return Plans.load(folder / PLANS_FILE), folder
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def write_section(name: str, text: str) -> None:
+    """Replace (or append) the block between ``<!-- name:start -->`` and ``<!-- name:end -->``."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    doc = DOC.read_text()
+    block = f"{start}\n{text.strip()}\n{end}"
+    if start in doc:
+        doc = doc[: doc.index(start)] + block + doc[doc.index(end) + len(end):]
+    else:
+        doc = doc.rstrip() + "\n\n" + block + "\n"
+    DOC.write_text(doc)

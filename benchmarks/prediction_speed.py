@@ -1,0 +1,140 @@
+"""Benchmark: seconds and peak memory to predict one 1 mm brain volume (MNI152 size) with K = 4 severities.
+
+    python benchmarks/prediction_speed.py --root /tmp/uadnet_bench_1mm [--repeats 3] [--write]
+
+Builds a small demo dataset at the template's native 1 mm (197 × 233 × 189 voxels), plans it on this machine and
+times, in a fresh process per measurement, the whole per-case path of ``uadnet_predict`` for one fold: read →
+preprocess → Gaussian sliding window over every slice with the ensemble scorer (K restorations per tile) →
+inverse preprocessing → write map and mask. The network has random weights (speed does not depend on them).
+fp32 and bf16; and the ensemble in one batched forward pass (K·b tiles) against K sequential passes (b tiles
+each, one severity at a time). Medians of ``repeats``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import demo_plans, peak_rss_mb, write_section
+
+DATASET_ID = 991
+
+
+class SequentialEnsemble:
+    """The ensemble score with one forward pass per severity (the reference implementations' loop)."""
+
+    def __init__(self, model, severities, precision):
+        self.model, self.severities, self.precision = model, severities, precision
+
+    def __call__(self, x):
+        import torch
+
+        from uadnet.utilities.torch_utils import autocast
+
+        score, restored = torch.zeros_like(x[:, :1]), torch.zeros_like(x)
+        for a in self.severities:
+            with autocast(x.device, self.precision):
+                r = self.model(x, torch.full((x.shape[0],), a)).float()
+            score += (x - r).abs().mean(1, keepdim=True)
+            restored += r
+        k = len(self.severities)
+        return torch.cat([score / k, restored / k], dim=1)
+
+
+def measure(root: str, precision: str, batched: bool) -> dict:
+    import tempfile
+    import time
+
+    import numpy as np
+
+    from uadnet.imageio import reader_writer_for
+    from uadnet.methods import get_method
+    from uadnet.plans import PLANS_FILE, Plans
+    from uadnet.preprocessing.preprocessor import preprocess_case, revert_preprocessing
+    from uadnet.scoring.scorers import ColdEnsembleScorer, score_volume
+
+    name = f"Dataset{DATASET_ID:03d}_DemoBrain"
+    plans = Plans.load(Path(root) / "preprocessed" / name / PLANS_FILE)
+    cfg_name = plans.default_configuration
+    cfg = plans.configuration(cfg_name)
+    model = get_method("cold_ensemble").build_network(plans, cfg_name, 1).eval()
+    severities = plans.methods.cold_ensemble.severities
+    scorer = (ColdEnsembleScorer(model, severities, precision) if batched
+              else SequentialEnsemble(model, severities, precision))
+    image_file = min((Path(root) / "raw" / name / "imagesTs").glob("*_0000.nii.gz"))
+    reader = reader_writer_for(".nii.gz")
+    t0 = time.perf_counter()
+    image, props = reader.read_images([image_file])
+    pre = preprocess_case(image, props, plans, cfg_name)
+    t1 = time.perf_counter()
+    score, _ = score_volume(scorer, pre.data, cfg.patch_size, cfg.inference.step_size,
+                            cfg.inference.gaussian_sigma_scale, cfg.inference.batch_size, "cpu",
+                            foreground=pre.foreground)
+    t2 = time.perf_counter()
+    amap = revert_preprocessing(score, pre.properties, plans, order=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        reader.write(amap, Path(tmp) / "map.nii.gz", props)
+        reader.write((amap > np.quantile(amap, 0.99)).astype(np.uint8), Path(tmp) / "mask.nii.gz", props)
+    t3 = time.perf_counter()
+    return {"total": t3 - t0, "read_preprocess": t1 - t0, "scoring": t2 - t1, "export": t3 - t2,
+            "peak_mb": peak_rss_mb(), "shape": list(image.shape[1:]), "preprocessed": list(pre.data.shape[1:]),
+            "patch": cfg.patch_size, "config": cfg_name, "k": len(severities), "batch": cfg.inference.batch_size}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", type=Path, default=None)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--write", action="store_true")
+    p.add_argument("--measure", nargs=2, metavar=("PRECISION", "MODE"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.measure:
+        print(json.dumps(measure(str(args.root), args.measure[0], args.measure[1] == "batched")))
+        return
+    if args.root is None:
+        p.error("--root is required")
+    demo_plans(args.root, resolution=1.0, n_train=4, dataset_id=DATASET_ID)
+    results = {}
+    for precision in ("fp32", "bf16"):
+        for mode in ("batched", "sequential"):
+            runs = []
+            for _ in range(args.repeats):
+                out = subprocess.run([sys.executable, __file__, "--root", str(args.root), "--measure", precision, mode],
+                                     capture_output=True, text=True, check=True)
+                runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            results[precision, mode] = {k: statistics.median(r[k] for r in runs) for k in
+                                        ("total", "read_preprocess", "scoring", "export", "peak_mb")}
+            info = runs[0]
+            print(precision, mode, results[precision, mode], flush=True)
+    rows = []
+    for precision in ("fp32", "bf16"):
+        b, s = results[precision, "batched"], results[precision, "sequential"]
+        rows.append(f"| {precision} | {b['total']:.1f} s (read+preprocess {b['read_preprocess']:.1f}, scoring "
+                    f"{b['scoring']:.1f}, export {b['export']:.1f}) | {s['total']:.1f} s | "
+                    f"{s['scoring'] / b['scoring']:.2f}× | {b['peak_mb']:.0f} / {s['peak_mb']:.0f} |")
+    text = "\n".join([
+        "## Prediction of one 1 mm brain volume",
+        "",
+        (f"`python benchmarks/prediction_speed.py --root ROOT --write`: one demo test volume at 1 mm "
+         f"({info['shape']} voxels, {info['preprocessed']} after crop), plans made on this machine for it "
+         f"(configuration {info['config']}, patch {info['patch']}, {info['batch']} tiles per forward, K = "
+         f"{info['k']} severities), one fold, 2 CPU cores; whole per-case path incl. reading and writing. Median of "
+         f"{args.repeats} fresh processes."),
+        "",
+        ("| precision | K-batched (one forward of K·b tiles) | K-sequential | sequential / batched (scoring) "
+         "| peak MB batched / sequential |"),
+        "|---|---|---|---|---|",
+        *rows,
+    ])
+    print(text)
+    if args.write:
+        write_section("prediction_speed", text)
+
+
+if __name__ == "__main__":
+    main()

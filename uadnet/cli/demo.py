@@ -1,0 +1,88 @@
+"""``uadnet_demo``: the whole pipeline on the built-in demo brain dataset, resumable.
+
+build the demo (if absent) → plan and preprocess → train fold 0 for a CPU time budget → predict the test set →
+evaluate → overlays and an HTML report. Re-running skips finished stages (training continues with ``--c``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from uadnet import paths
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="uadnet_demo", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--budget", type=float, default=15.0, help="training minutes (default %(default)s)")
+    p.add_argument("--iterations", type=int, default=None, help="train exactly this many iterations instead")
+    p.add_argument("--n_train", type=int, default=40, help="healthy training brains (default 40)")
+    p.add_argument("--n_test", type=int, default=20, help="test brains (default 20)")
+    p.add_argument("--resolution", type=float, default=2.0, help="isotropic spacing in mm (default 2; 1 = native)")
+    p.add_argument("--id", type=int, default=990, help="dataset id (default 990)")
+    p.add_argument("-m", "--method", default="cold_ensemble", help="method (default %(default)s)")
+    p.add_argument("-np", "--num_processes", type=int, default=2, help="worker processes (default 2)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--disable_progress_bar", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from uadnet.cli.evaluate import main as evaluate
+    from uadnet.cli.make_demo_dataset import main as make_demo
+    from uadnet.cli.plan_and_preprocess import main as plan
+    from uadnet.cli.plot_overlays import main as overlays
+    from uadnet.cli.predict import main as predict
+    from uadnet.cli.train import main as train
+    from uadnet.utilities.checkpoints import FINAL
+
+    quiet = ["--disable_progress_bar"] if args.disable_progress_bar else []
+    try:
+        raw = paths.raw_folder(create=True)
+        results = paths.results_folder(create=True)
+    except paths.PathError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    name = f"Dataset{args.id:03d}_DemoBrain"
+    dataset = raw / name
+    steps = []
+    print(f"[1/6] demo dataset {dataset}")
+    if not (dataset / "dataset.json").is_file():
+        steps.append(make_demo(["--id", str(args.id), "--n_train", str(args.n_train), "--n_test", str(args.n_test),
+                                "--resolution", str(args.resolution), "-np", str(args.num_processes), *quiet]))
+    print("[2/6] plan and preprocess")
+    steps.append(plan(["-d", str(args.id), "--verify_dataset_integrity", "-np", str(args.num_processes), *quiet]))
+    if any(steps):
+        return 1
+    model = results / name / f"{args.method}__uadnet_plans__2d"
+    fold = model / "fold_0"
+    print(f"[3/6] train {args.method} fold 0 ({args.budget:g} min budget) → {fold}")
+    if not (fold / "calibration.json").is_file():
+        length = ["--iterations", str(args.iterations)] if args.iterations else ["--time_budget", str(args.budget)]
+        resume = ["--c"] if (fold / "checkpoint_latest.pth").exists() or (fold / FINAL).exists() else []
+        if train([str(args.id), "0", "-c", "2d", "-m", args.method, "--device", args.device, *length, *resume,
+                  *quiet]) != 0:
+            return 1
+    out = results / name / "demo" / args.method
+    print(f"[4/6] predict the test set → {out / 'predictions'}")
+    if predict(["-i", str(dataset / "imagesTs"), "-o", str(out / "predictions"), "-d", str(args.id), "-c", "2d",
+                "-m", args.method, "-f", "0", "--save_restorations", "--continue_prediction", "--device",
+                args.device, *quiet]) != 0:
+        return 1
+    print("[5/6] evaluate against labelsTs")
+    if evaluate(["-p", str(out / "predictions"), "-g", str(dataset / "labelsTs"), *quiet]) != 0:
+        return 1
+    print(f"[6/6] overlays and report → {out / 'overlays'}")
+    if overlays(["-i", str(dataset / "imagesTs"), "-p", str(out / "predictions"), "-g", str(dataset / "labelsTs"),
+                 "-o", str(out / "overlays"), "--summary", str(out / "predictions" / "summary.json"),
+                 "--per_case", str(out / "predictions" / "per_case.csv"), *quiet]) != 0:
+        return 1
+    print(f"\ndone. Look at:\n  {out / 'overlays' / 'report.html'}  (figures and metrics)\n"
+          f"  {fold / 'progress.png'}  (training curves)\n  {out / 'predictions' / 'summary.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -12,12 +12,12 @@ from uadnet.cli.demo import main as demo_main
 
 
 def test_demo_runs_every_stage_and_resumes(uadnet_env, capsys):
-    raw, _, results = uadnet_env
+    _, _, results = uadnet_env
     args = ["--n_train", "5", "--n_test", "2", "--resolution", "4", "--iterations", "6", "-np", "1",
             "--disable_progress_bar"]
     assert demo_main(args) == 0
     out = results / "Dataset990_DemoBrain" / "demo" / "cold_ensemble"
-    summary = json.loads((out / "predictions" / "summary.json").read_text())
+    summary = json.loads((out / "predictions" / "summary.json").read_text(encoding="utf-8"))
     assert summary["pooled"]["num_positive"] > 0 and 0 <= summary["pooled"]["ap"] <= 1
     assert (out / "overlays" / "report.html").is_file()
     assert len(list((out / "overlays").glob("*.png"))) == 2

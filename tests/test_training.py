@@ -85,7 +85,7 @@ def test_training_reduces_the_loss_and_writes_every_artefact(results):
     assert history["val_iteration"] == [30, 60] and all(0 < a <= 1 for a in history["val_ap"])
     final = _load(fold / "checkpoint_final.pth")
     assert final["iteration"] == 60 and final["meta"]["method"] == "cold_ensemble"
-    calib = json.loads((fold / "calibration.json").read_text())
+    calib = json.loads((fold / "calibration.json").read_text(encoding="utf-8"))
     t = calib["voxel_thresholds"]
     assert t["0.05"] <= t["0.01"] <= t["0.001"] and calib["num_cases"] >= 1
 
@@ -120,7 +120,7 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(results, monkey
         latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])
     assert train_main(ARGS) == 1  # refuses to start over a run without --c
     assert train_main([*ARGS, "--c"]) == 0
-    log = (_fold(results) / "training_log.txt").read_text()
+    log = (_fold(results) / "training_log.txt").read_text(encoding="utf-8")
     if how == "kill_then_truncated":
         assert "checkpoint_latest.pth is not a readable checkpoint" in log and "from checkpoint_previous.pth" in log
     for name, ref in reference.items():

@@ -22,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-m", "--method", default=DEFAULT_METHOD, choices=sorted(METHODS), help="default %(default)s")
     p.add_argument("-p", "--plans", default="uadnet_plans", help="plans name (default %(default)s)")
     p.add_argument("-f", "--folds", nargs="+", default=None,
-                   help="folds to ensemble, e.g. 0 1 2 3 4 or all (default: every trained fold)")
+                   help="folds to ensemble, e.g. 0 1 2 3 4 or all (default: every numbered fold with the checkpoint, "
+                        "else all)")
     p.add_argument("-chk", "--checkpoint", default="checkpoint_final.pth",
                    help="checkpoint file of each fold (default %(default)s; or checkpoint_best.pth)")
     p.add_argument("--save_restorations", action="store_true", help="also write case_restoration_0000<ending>")

@@ -26,10 +26,11 @@ class TrainedFold:
     postprocessing: Postprocessing
 
 
-def available_folds(model_folder: Path) -> list[str]:
-    """Fold names (``0``…``4``, ``all``) with a final checkpoint, sorted."""
-    folds = [p.name[len("fold_"):] for p in model_folder.glob("fold_*") if (p / ckpt.FINAL).is_file()]
-    return sorted(folds, key=lambda f: (not f.isdigit(), int(f) if f.isdigit() else 0, f))
+def available_folds(model_folder: Path, checkpoint: str = ckpt.FINAL) -> list[str]:
+    """The numbered folds with ``checkpoint``, sorted; ``["all"]`` if only ``fold_all`` has one."""
+    folds = [p.name[len("fold_"):] for p in model_folder.glob("fold_*") if (p / checkpoint).is_file()]
+    numbered = sorted((f for f in folds if f.isdigit()), key=int)
+    return numbered or [f for f in folds if f == "all"]
 
 
 def load_plans_and_dataset_json(model_folder: Path) -> tuple[Plans, dict]:

@@ -96,7 +96,7 @@ class Predictor:
         self.cfg = self.plans.configuration(self.config_name)
         self.method = get_method(settings.method)
         self.precision = settings.precision or self.plans.compute.precision
-        folds = settings.folds or available_folds(self.model_folder)
+        folds = settings.folds or available_folds(self.model_folder, settings.checkpoint)
         if not folds:
             raise FileNotFoundError(f"{self.model_folder} has no fold with {settings.checkpoint}: train first")
         self.folds: list[TrainedFold] = [load_fold(self.model_folder, f, settings.method, self.plans,
@@ -117,7 +117,8 @@ class Predictor:
     # -------------------------------------------------------------------------------------------- one case
     def predict_case(self, image: np.ndarray, properties: dict) -> dict:
         """Score one case read by the dataset's reader (``image`` (c, z, y, x)). Returns ``map`` (z, y, x) and
-        ``restoration`` (c, z, y, x) on the input grid, ``score`` (case score) and timings."""
+        ``restoration`` (c, z, y, x, in the input's intensity units) on the input grid, ``score`` (case score, on
+        the preprocessed grid like the calibration) and timings (s)."""
         t0 = time.perf_counter()
         pre = preprocess_case(image, properties, self.plans, self.config_name)
         t1 = time.perf_counter()
@@ -139,8 +140,10 @@ class Predictor:
         result = {"map": revert_preprocessing(total_score, pre.properties, self.plans, order=1),
                   "score": case_score(total_score, pre.foreground),
                   "seconds": {"preprocessing": t1 - t0, "scoring": t2 - t1}}
-        if total_restoration is not None:
+        if total_restoration is not None:  # back to the input's intensity units: x · (high − low) + low per channel
             restored = revert_preprocessing(total_restoration / len(self.folds), pre.properties, self.plans, order=1)
+            for c, (low, high) in enumerate(pre.properties["normalization_ranges"]):
+                restored[c] = restored[c] * (high - low) + low
             result["restoration"] = restored
         result["seconds"]["export"] = time.perf_counter() - t2
         return result
@@ -200,7 +203,7 @@ class Predictor:
         for r in records:
             writer.writerow([r["case"], f"{r['score']:.6g}", int(r["flagged"])])
         with atomic_path(self.s.output_folder / "scores.csv", ".csv") as tmp:
-            tmp.write_text(buffer.getvalue())
+            tmp.write_text(buffer.getvalue(), encoding="utf-8")
         return len(records)
 
     def predict_folder(self) -> int:

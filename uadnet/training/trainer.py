@@ -37,7 +37,7 @@ from uadnet.training.ema import EMA
 from uadnet.training.progress import TrainingLog, empty_history, plot_progress
 from uadnet.training.validation import make_validation_set, postprocess_and_calibrate, validation_ap
 from uadnet.utilities import checkpoints as ckpt
-from uadnet.utilities.file_io import load_json, save_json
+from uadnet.utilities.file_io import atomic_path, load_json, save_json
 from uadnet.utilities.torch_utils import autocast, resolve_device
 
 TIMING_ITERATIONS = 20  # a time budget is turned into an iteration count after this many timed iterations
@@ -155,7 +155,8 @@ class Trainer:
         for src, name in ((paths.raw_folder() / self.dataset_name / "dataset.json", "dataset.json"),
                           (self.pre_folder / FINGERPRINT_FILE, FINGERPRINT_FILE)):
             if src.is_file():
-                shutil.copyfile(src, parent / name)
+                with atomic_path(parent / name, ".json") as tmp:  # folds trained in parallel share these files
+                    shutil.copyfile(src, tmp)
 
     # ------------------------------------------------------------------------------------------- state I/O
     def _state(self, iteration: int) -> dict[str, Any]:

@@ -62,14 +62,15 @@ def measure(root: str, precision: str, batched: bool) -> dict:
     plans = Plans.load(Path(root) / "preprocessed" / name / PLANS_FILE)
     cfg_name = plans.default_configuration
     cfg = plans.configuration(cfg_name)
-    model = get_method("cold_ensemble").build_network(plans, cfg_name, 1).eval()
+    model = get_method("cold_ensemble").build_network(plans, cfg_name, len(plans.channel_names)).eval()
     severities = plans.methods.cold_ensemble.severities
     scorer = (ColdEnsembleScorer(model, severities, precision) if batched
               else SequentialEnsemble(model, severities, precision))
-    image_file = min((Path(root) / "raw" / name / "imagesTs").glob("*_0000.nii.gz"))
+    first = min((Path(root) / "raw" / name / "imagesTs").glob("*_0000.nii.gz"))
+    channels = [first.with_name(first.name.replace("_0000", f"_{c:04d}")) for c in range(len(plans.channel_names))]
     reader = reader_writer_for(".nii.gz")
     t0 = time.perf_counter()
-    image, props = reader.read_images([image_file])
+    image, props = reader.read_images(channels)
     pre = preprocess_case(image, props, plans, cfg_name)
     t1 = time.perf_counter()
     score, _ = score_volume(scorer, pre.data, cfg.patch_size, cfg.inference.step_size,

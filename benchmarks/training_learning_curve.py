@@ -45,10 +45,11 @@ def evaluate_on_test_cases(root: Path, model_folder: Path, fold: int) -> str:
     pooled, case = s["pooled"], s.get("case_level") or {}
     pp = json.loads((model_folder / f"fold_{fold}" / "postprocessing.json").read_text())["postprocessing"]
     prevalence = pooled["num_positive"] / pooled["num_voxels"]
+    case_auroc = "n/a" if case.get("auroc") is None else f"{case['auroc']:.3f}"
     return (f"Test set (demo `imagesTs`, lesions from generators the method never trains on; fold {fold} alone, "
             f"{seconds:.1f} s per 2 mm volume including I/O): pooled voxel AP **{pooled['ap']:.3f}** "
             f"(prevalence {prevalence:.4f}, so {pooled['ap'] / prevalence:.0f}× chance), AUROC {pooled['auroc']:.3f}, "
-            f"best Dice {pooled['best_dice']:.3f}; case-level AUROC {case.get('auroc')}. Postprocessing chosen on "
+            f"best Dice {pooled['best_dice']:.3f}; case-level AUROC {case_auroc}. Postprocessing chosen on "
             f"validation: {', '.join(k for k, v in pp.items() if v) or 'none'}.")
 
 

@@ -91,8 +91,8 @@ def main() -> None:
             info = runs[0]
             print(cfg, precision, results[precision], flush=True)
         rows.append(f"| {cfg} | {info['patch']} × {info['batch']} | {info['params_m']:.2f} M | "
-                    f"{results['fp32']['samples_per_second']:.0f} ({results['fp32']['seconds_per_step']:.3f} s) | "
-                    f"{results['bf16']['samples_per_second']:.0f} ({results['bf16']['seconds_per_step']:.3f} s) | "
+                    f"{results['fp32']['samples_per_second']:.1f} ({results['fp32']['seconds_per_step']:.3f} s) | "
+                    f"{results['bf16']['samples_per_second']:.1f} ({results['bf16']['seconds_per_step']:.3f} s) | "
                     f"{results['bf16']['samples_per_second'] / results['fp32']['samples_per_second']:.2f}× | "
                     f"{results['fp32']['peak_mb']:.0f} / {results['bf16']['peak_mb']:.0f} |")
     text = "\n".join([

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -90,12 +91,15 @@ def test_training_reduces_the_loss_and_writes_every_artefact(results):
     assert t["0.05"] <= t["0.01"] <= t["0.001"] and calib["num_cases"] >= 1
 
 
-def _interrupt_at(monkeypatch, iteration: int, exc: type[BaseException]) -> None:
+def _interrupt_at(monkeypatch, iteration: int, exc: type[BaseException] | None) -> None:
+    """``exc``: raised before step ``iteration`` changes anything (a crash); None: Ctrl-C pressed during it."""
     original = Trainer._step
 
     def step(self, batch, it):
         if it == iteration:
-            raise exc("simulated interruption")
+            if exc is not None:
+                raise exc("simulated interruption")
+            os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, handled by the trainer's SIGINT handler
         return original(self, batch, it)
 
     monkeypatch.setattr(Trainer, "_step", step)
@@ -110,12 +114,12 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(results, monkey
     reference = {n: _load(_fold(results) / n) for n in ("checkpoint_latest.pth", "checkpoint_final.pth")}
     shutil.rmtree(results)
     with monkeypatch.context() as mp:
-        # Ctrl-C saves the state at iteration 7; a hard kill (any other exception) leaves the checkpoint of 6
-        _interrupt_at(mp, 7, KeyboardInterrupt if how == "ctrl_c" else SystemError)
+        # Ctrl-C during step 7 finishes it and saves iteration 8; a hard kill leaves the checkpoint of 6
+        _interrupt_at(mp, 7, None if how == "ctrl_c" else SystemError)
         with pytest.raises(KeyboardInterrupt if how == "ctrl_c" else SystemError):
             train_main(ARGS)
     latest = _fold(results) / "checkpoint_latest.pth"
-    assert _load(latest)["iteration"] == (7 if how == "ctrl_c" else 6)
+    assert _load(latest)["iteration"] == (8 if how == "ctrl_c" else 6)
     if how == "kill_then_truncated":  # the newest file is broken: the previous one (iteration 3) is used
         latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])
     assert train_main(ARGS) == 1  # refuses to start over a run without --c

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 from pathlib import Path
 
 from uadnet.methods import DEFAULT_METHOD, METHODS
@@ -25,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folds to ensemble, e.g. 0 1 2 3 4 or all (default: every numbered fold with the checkpoint, "
                         "else all)")
     p.add_argument("-chk", "--checkpoint", default="checkpoint_final.pth",
-                   help="checkpoint file of each fold (default %(default)s; or checkpoint_best.pth)")
+                   help="checkpoint file of each fold (default %(default)s, the one calibration.json was made for)")
     p.add_argument("--save_restorations", action="store_true", help="also write case_restoration_0000<ending>")
     p.add_argument("--num_parts", type=int, default=1, help="split the sorted cases into this many shards")
     p.add_argument("--part_id", type=int, default=0, help="which shard this process predicts (0-based)")
@@ -52,7 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return Predictor(settings).predict_folder()
     except (FileNotFoundError, PredictionError, ValueError, KeyError, RuntimeError) as e:
-        print(f"uadnet_predict: error: {e}", file=sys.stderr)
+        if os.environ.get("UADNET_DEBUG"):
+            traceback.print_exc()
+        print(f"uadnet_predict: error: {e}" + ("" if os.environ.get("UADNET_DEBUG") else
+                                          " (set UADNET_DEBUG=1 to see the traceback)"), file=sys.stderr)
         return 1
 
 

@@ -59,6 +59,11 @@ def load_fold(model_folder: Path, fold: str, method_name: str, plans: Plans, con
     if not calibration_file.is_file():
         raise FileNotFoundError(f"{calibration_file} is missing: training was stopped before calibration. Run "
                                 f"uadnet_train DATASET {fold} --c to finish it")
+    calibration = load_json(calibration_file)
+    if calibration.get("checkpoint", checkpoint) != checkpoint:
+        raise FileNotFoundError(f"{calibration_file} was calibrated for {calibration['checkpoint']}, not {checkpoint}: "
+                                f"its thresholds and postprocessing do not fit that network. Use -chk "
+                                f"{calibration['checkpoint']}")
     pp_file = folder / POSTPROCESSING_FILE
     pp = Postprocessing.from_dict(load_json(pp_file)["postprocessing"]) if pp_file.is_file() else Postprocessing()
-    return TrainedFold(fold, folder, model, load_json(calibration_file), pp)
+    return TrainedFold(fold, folder, model, calibration, pp)

@@ -95,12 +95,19 @@ class Predictor:
         self.config_name = self.model_folder.name.split("__")[-1]
         self.cfg = self.plans.configuration(self.config_name)
         self.method = get_method(settings.method)
-        self.precision = settings.precision or self.plans.compute.precision
         folds = settings.folds or available_folds(self.model_folder, settings.checkpoint)
         if not folds:
             raise FileNotFoundError(f"{self.model_folder} has no fold with {settings.checkpoint}: train first")
         self.folds: list[TrainedFold] = [load_fold(self.model_folder, f, settings.method, self.plans,
                                                    self.config_name, self.device, settings.checkpoint) for f in folds]
+        # score as the calibration did (precision, step size), unless asked otherwise — then say so
+        calibrated = self.folds[0].calibration
+        self.precision = settings.precision or calibrated.get("precision") or self.plans.compute.precision
+        self.step_size = settings.step_size or calibrated.get("step_size") or self.cfg.inference.step_size
+        for name, used in (("precision", self.precision), ("step_size", self.step_size)):
+            if calibrated.get(name) is not None and calibrated[name] != used:
+                print(f"WARNING: the thresholds were calibrated with {name} {calibrated[name]}, this prediction "
+                      f"uses {used}: the stated false-positive rate is approximate")
         key = str(settings.fpr)
         for f in self.folds:
             if key not in f.calibration["voxel_thresholds"]:
@@ -123,7 +130,7 @@ class Predictor:
         pre = preprocess_case(image, properties, self.plans, self.config_name)
         t1 = time.perf_counter()
         inf = self.cfg.inference
-        step = self.s.step_size or inf.step_size
+        step = self.step_size
         spacing = pre.properties["spacing_after_resampling"]
         total_score = np.zeros(pre.data.shape[1:], np.float32)
         total_restoration = np.zeros(pre.data.shape, np.float32) if self.s.save_restorations else None
@@ -168,6 +175,7 @@ class Predictor:
                                   f"{case.identifier}_0000{self.file_ending} … ")
 
     def _run_case(self, case: Case) -> dict:
+        self._outputs(case.identifier)["record"].unlink(missing_ok=True)  # not finished until rewritten
         self._check_case(case)
         image, props = self.reader.read_images(case.images)
         result = self.predict_case(image, props)
@@ -189,14 +197,15 @@ class Predictor:
                 "fpr": self.s.fpr, "voxel_threshold": self.voxel_threshold, "case_threshold": self.case_threshold,
                 "voxel_thresholds_per_fold": {f.fold: f.calibration["voxel_thresholds"] for f in self.folds},
                 "postprocessing_per_fold": {f.fold: f.postprocessing.to_dict() for f in self.folds},
-                "step_size": self.s.step_size or self.cfg.inference.step_size, "precision": self.precision,
+                "step_size": self.step_size, "precision": self.precision,
                 "uadnet_version": self.plans.uadnet_version, "settings": {k: str(v) for k, v in
                                                                            asdict(self.s).items()}}
 
-    def _write_scores_csv(self) -> int:
-        """``scores.csv`` from every finished case's record (all shards); returns the number of rows."""
-        records = sorted((load_json(p) for p in (self.s.output_folder / PER_CASE).glob("*.json")),
-                         key=lambda r: r["case"])
+    def _write_scores_csv(self, cases: list[str]) -> int:
+        """``scores.csv`` from the records of the input folder's finished cases (all shards); returns the row
+        count. Records of cases no longer in the input folder are left out."""
+        folder = self.s.output_folder / PER_CASE
+        records = [load_json(folder / f"{c}.json") for c in sorted(cases) if (folder / f"{c}.json").is_file()]
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(["case", "score", "flagged"])
@@ -237,7 +246,7 @@ class Predictor:
                 failures.append((name, f"{type(e).__name__}: {e}"))
                 if os.environ.get("UADNET_DEBUG"):
                     traceback.print_exc()
-        n = self._write_scores_csv()
+        n = self._write_scores_csv(list(listing.cases))
         print(f"{n} case(s) in {out / 'scores.csv'}; maps, masks (threshold {self.voxel_threshold:.4g} at "
               f"{self.s.fpr:g} false-positive rate on healthy validation data) in {out}")
         for name, why in failures:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import random
 import zlib
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from uadnet.corruption.registry import build_corruption
 from uadnet.corruption.transforms import CorruptionTransform
 from uadnet.plans import Plans
 
+OPEN_CASES = 64  # memory maps kept open per process (least recently used closed first)
 MAX_FOREGROUND_LOCATIONS = 10000  # per case, sampled once; a uniform pick among them ≈ a uniform foreground voxel
 
 
@@ -51,7 +53,7 @@ class PreprocessedDataset:
     def __init__(self, folder: str | os.PathLike, case_ids: Sequence[str]) -> None:
         self.folder = Path(folder)
         self.case_ids = list(case_ids)
-        self._open: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._open: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         if not self.case_ids:
             raise ValueError(f"no training cases given for {self.folder}")
         for case in self.case_ids:
@@ -71,11 +73,15 @@ class PreprocessedDataset:
         return len(self.case_ids)
 
     def load(self, case: str) -> tuple[np.ndarray, np.ndarray]:
-        """``(data (c, z, y, x) float32, foreground (z, y, x) uint8)``, both read-only memory maps (opened once per
-        process and case)."""
-        if case not in self._open:
+        """``(data (c, z, y, x) float32, foreground (z, y, x) uint8)``, both read-only memory maps (the last
+        ``OPEN_CASES`` stay open in each process)."""
+        if case in self._open:
+            self._open.move_to_end(case)
+        else:
             self._open[case] = (np.load(self._data_path(case), mmap_mode="r"),
                                 np.load(self._fg_path(case), mmap_mode="r"))
+            if len(self._open) > OPEN_CASES:  # each map holds a file descriptor: stay far below `ulimit -n`
+                self._open.popitem(last=False)
         return self._open[case]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 
@@ -27,13 +28,6 @@ class DistributedContext:
         if self.enabled:
             dist.barrier()
 
-    def any(self, flag: bool) -> bool:
-        """True on every rank if ``flag`` is true on any rank (e.g. a time budget ran out on rank 0)."""
-        if not self.enabled:
-            return flag
-        t = torch.tensor([1.0 if flag else 0.0])
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item() > 0)
 
 
 def init_distributed(device: torch.device) -> DistributedContext:
@@ -44,7 +38,9 @@ def init_distributed(device: torch.device) -> DistributedContext:
         return DistributedContext()
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        # rank 0 alone validates and calibrates while the others wait at a barrier: allow hours, not minutes
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
+                                timeout=datetime.timedelta(hours=3))
     if device.type == "cuda":
         torch.cuda.set_device(local)
     return DistributedContext(rank, local, world)

@@ -1,7 +1,7 @@
 """The trainer: one loop for every method; settings from the plans, overridden from the command line.
 
 Results go to ``UADNET_RESULTS/<dataset>/<method>__<plans>__<configuration>/fold_<f>/``: ``checkpoint_latest.pth``
-(every ``checkpoint_every`` iterations and on Ctrl-C), ``checkpoint_previous.pth`` (the one before),
+(every ``checkpoint_every`` iterations and after the iteration during which Ctrl-C was pressed), ``checkpoint_previous.pth`` (the one before),
 ``checkpoint_best.pth`` (best validation AP, EMA weights), ``checkpoint_final.pth``, ``training_log.txt``,
 ``progress.png``, ``postprocessing.json`` and ``calibration.json``; the plans, dataset.json and fingerprint used are copied one level up.
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import signal
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -273,7 +274,7 @@ class Trainer:
         """The smallest ``value`` over ranks, so all ranks stop together."""
         if not self.ctx.enabled:
             return value
-        t = torch.tensor([float(value)])
+        t = torch.tensor([float(value)], device=self.device)  # nccl reduces CUDA tensors only
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
         return int(t.item())
 
@@ -303,6 +304,11 @@ class Trainer:
         if self.ctx.is_main and (self.s.validate or self.s.calibrate):
             self.validation_cases = make_validation_set(self.pre_folder, self.plans, self.config_name, self.val_ids,
                                                         seed=self.s.seed)
+        if self.ctx.is_main and self.s.fold == "all" and (self.s.validate or self.s.calibrate):
+            message = ("fold 'all' validates and calibrates on its own training cases: validation AP is optimistic "
+                       "and the thresholds too low (more false positives on new data than stated)")
+            print(f"WARNING: {message}")
+            self.log(f"WARNING {message}")
         if start < self.total:
             self._train(start)
         if self.ctx.is_main:
@@ -316,6 +322,8 @@ class Trainer:
                                           self.method.corruption_name(self.plans), self.num_workers, rank_seed,
                                           start_batch=start)
         self.started = time.monotonic()
+        self.stop_requested = False
+        previous_handler = self._catch_ctrl_c()
         bar = tqdm(total=self.total, initial=start, disable=not (self.s.progress_bar and self.ctx.is_main),
                    desc=f"training fold {self.s.fold}", unit="it", dynamic_ncols=True)
         iteration = start
@@ -336,15 +344,32 @@ class Trainer:
                 if iteration % self.checkpoint_every == 0 and iteration < self.total:
                     self._save(iteration)
                     self.log(f"iteration {iteration}: loss {loss:.5f}, lr {lr:.2e}; checkpoint written")
-        except KeyboardInterrupt:
-            self._save(iteration)
-            self.log(f"interrupted at iteration {iteration}; checkpoint written, continue with --c")
-            raise
+                if self.stop_requested:  # Ctrl-C: stop between iterations, where the state is consistent
+                    self._save(iteration)
+                    self.log(f"interrupted at iteration {iteration}; checkpoint written, continue with --c")
+                    raise KeyboardInterrupt
         finally:
+            if previous_handler is not None:
+                signal.signal(signal.SIGINT, previous_handler)
             bar.close()
             if hasattr(pipeline, "_finish"):
                 pipeline._finish()
         self._save(iteration)
+
+    def _catch_ctrl_c(self) -> Any:
+        """First Ctrl-C: finish the current iteration, write a checkpoint, stop. Second: stop at once (the last
+        periodic checkpoint is then the one to continue from). Returns the previous handler (None if not set)."""
+
+        def handler(signum: int, frame: Any) -> None:
+            if self.stop_requested:
+                raise KeyboardInterrupt
+            self.stop_requested = True
+            print("\nstopping after this iteration (Ctrl-C again to stop at once) ...", flush=True)
+
+        try:
+            return signal.signal(signal.SIGINT, handler)
+        except ValueError:  # not the main thread: leave Ctrl-C alone
+            return None
 
     def _finish(self) -> None:
         iteration = self.iteration
@@ -354,7 +379,8 @@ class Trainer:
             scorer = self.method.scorer(self.ema.model, self.plans, self.precision)
             record, result = postprocess_and_calibrate(scorer, self.validation_cases, self.cfg, self.device)
             about = {"checkpoint": ckpt.FINAL, "fold": str(self.s.fold), "method": self.s.method,
-                     "configuration": self.config_name}
+                     "configuration": self.config_name, "precision": self.precision,
+                     "step_size": self.cfg.inference.step_size}
             save_json({**record, **about}, self.folder / POSTPROCESSING_FILE)
             save_json({**result, **about}, self.folder / CALIBRATION_FILE)
             kept = [k for k, v in record["postprocessing"].items() if v]

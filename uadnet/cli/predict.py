@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import traceback
 from pathlib import Path
 
+from uadnet.cli.common import report_error
 from uadnet.methods import DEFAULT_METHOD, METHODS
 
 
@@ -54,11 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return Predictor(settings).predict_folder()
     except (FileNotFoundError, PredictionError, ValueError, KeyError, RuntimeError) as e:
-        if os.environ.get("UADNET_DEBUG"):
-            traceback.print_exc()
-        print(f"uadnet_predict: error: {e}" + ("" if os.environ.get("UADNET_DEBUG") else
-                                          " (set UADNET_DEBUG=1 to see the traceback)"), file=sys.stderr)
-        return 1
+        return report_error("uadnet_predict", e)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import traceback
 
+from uadnet.cli.common import report_error
 from uadnet.methods import DEFAULT_METHOD, METHODS
 
 
@@ -67,11 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         folder = Trainer(settings).run()
     except (FileNotFoundError, FileExistsError, ValueError, KeyError, RuntimeError) as e:
-        if os.environ.get("UADNET_DEBUG"):
-            traceback.print_exc()
-        print(f"uadnet_train: error: {e}" + ("" if os.environ.get("UADNET_DEBUG") else
-                                          " (set UADNET_DEBUG=1 to see the traceback)"), file=sys.stderr)
-        return 1
+        return report_error("uadnet_train", e)
     print(f"results in {folder}")
     return 0
 

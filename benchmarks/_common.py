@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import resource
+import statistics
+import subprocess
 from pathlib import Path
 
 DOC = Path(__file__).resolve().parents[1] / "documentation" / "benchmarks.md"
@@ -35,6 +38,16 @@ def demo_plans(root: Path, resolution: float = 2.0, n_train: int = 40, dataset_i
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def median_of_runs(command: list[str], repeats: int, keys: tuple[str, ...]) -> tuple[dict, dict]:
+    """Run ``command`` (which prints one JSON object as its last line) ``repeats`` times in fresh processes;
+    returns (median of each of ``keys``, the first run's full result)."""
+    runs = []
+    for _ in range(repeats):
+        out = subprocess.run(command, capture_output=True, text=True, check=True)
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return {k: statistics.median(r[k] for r in runs) for k in keys}, runs[0]
 
 
 def write_section(name: str, text: str) -> None:

@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import demo_plans, peak_rss_mb, write_section
+from _common import demo_plans, median_of_runs, peak_rss_mb, write_section
 
 DATASET_ID = 991
 
@@ -103,14 +101,9 @@ def main() -> None:
     results = {}
     for precision in ("fp32", "bf16"):
         for mode in ("batched", "sequential"):
-            runs = []
-            for _ in range(args.repeats):
-                out = subprocess.run([sys.executable, __file__, "--root", str(args.root), "--measure", precision, mode],
-                                     capture_output=True, text=True, check=True)
-                runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            results[precision, mode] = {k: statistics.median(r[k] for r in runs) for k in
-                                        ("total", "read_preprocess", "scoring", "export", "peak_mb")}
-            info = runs[0]
+            results[precision, mode], info = median_of_runs(
+                [sys.executable, __file__, "--root", str(args.root), "--measure", precision, mode], args.repeats,
+                ("total", "read_preprocess", "scoring", "export", "peak_mb"))
             print(precision, mode, results[precision, mode], flush=True)
     rows = []
     for precision in ("fp32", "bf16"):

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import demo_plans, peak_rss_mb, write_section
+from _common import demo_plans, median_of_runs, peak_rss_mb, write_section
 
 
 def measure(plans_file: str, configuration: str, precision: str, steps: int) -> dict:
@@ -80,15 +78,9 @@ def main() -> None:
     for cfg in sorted(plans.configurations):
         results = {}
         for precision in ("fp32", "bf16"):
-            runs = []
-            for _ in range(args.repeats):
-                out = subprocess.run([sys.executable, __file__, "--measure", str(folder / "uadnet_plans.json"), cfg,
-                                      precision, "--steps", str(args.steps)], capture_output=True, text=True,
-                                     check=True)
-                runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            results[precision] = {k: statistics.median(r[k] for r in runs) for k in
-                                  ("seconds_per_step", "samples_per_second", "peak_mb")}
-            info = runs[0]
+            results[precision], info = median_of_runs(
+                [sys.executable, __file__, "--measure", str(folder / "uadnet_plans.json"), cfg, precision, "--steps",
+                 str(args.steps)], args.repeats, ("seconds_per_step", "samples_per_second", "peak_mb"))
             print(cfg, precision, results[precision], flush=True)
         rows.append(f"| {cfg} | {info['patch']} × {info['batch']} | {info['params_m']:.2f} M | "
                     f"{results['fp32']['samples_per_second']:.1f} ({results['fp32']['seconds_per_step']:.3f} s) | "

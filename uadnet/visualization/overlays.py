@@ -27,7 +27,13 @@ import numpy as np
 from skimage.measure import find_contours
 from tqdm import tqdm
 
-from uadnet.evaluation.evaluator import known_endings, read_scores_csv, resolve_thresholds, split_ending
+from uadnet.evaluation.evaluator import (
+    known_endings,
+    list_cases,
+    read_scores_csv,
+    resolve_thresholds,
+    split_ending,
+)
 from uadnet.imageio.base_reader_writer import DUMMY_SLICE_SPACING
 from uadnet.imageio.reader_writer_registry import reader_writer_for
 from uadnet.utilities.file_io import atomic_path, load_json
@@ -75,23 +81,6 @@ class CaseData:
     info: dict[str, Any] = field(default_factory=dict)  # score, flagged, per-case metrics for the title
 
 
-def _stems(folder: Path, what: str) -> dict[str, Path]:
-    """Map file name without ending → file for the readable image files of ``folder``."""
-    if not folder.is_dir():
-        raise OverlayError(f"{what} folder {folder}: no such folder.")
-    out: dict[str, Path] = {}
-    for p in sorted(folder.iterdir()):
-        if p.name.startswith(".") or not p.is_file():
-            continue
-        split = split_ending(p.name)
-        if split is None:
-            continue
-        if split[0] in out:
-            raise OverlayError(f"{out[split[0]]} and {p} have the same name with different endings; keep one.")
-        out[split[0]] = p
-    return out
-
-
 def find_cases(input_folder: str | os.PathLike, pred_folder: str | os.PathLike,
                label_folder: str | os.PathLike | None = None) -> list[CaseFiles]:
     """Pair every anomaly map in ``pred_folder`` with its channel-0 input image (and mask, restoration, label).
@@ -100,18 +89,18 @@ def find_cases(input_folder: str | os.PathLike, pred_folder: str | os.PathLike,
     mask, restoration or label only leaves that panel/contour out.
     """
     input_folder, pred_folder = Path(input_folder), Path(pred_folder)
-    preds = _stems(pred_folder, "prediction")
+    preds = list_cases(pred_folder)
     maps = {s: p for s, p in preds.items() if not _DERIVED.search(s)}
     if not maps:
         raise OverlayError(f"prediction folder {pred_folder} holds no anomaly maps (<case>.<ending>, endings "
                            f"{', '.join(known_endings())}). Run uadnet_predict -i INPUT -o {pred_folder} first, or "
                            "pass the folder it wrote with -p.")
     inputs: dict[str, Path] = {}
-    for stem, path in _stems(input_folder, "input").items():
+    for stem, path in list_cases(input_folder).items():
         m = _CHANNEL.match(stem)
         if m and m.group(2) == "0000":
             inputs[m.group(1)] = path
-    labels = _stems(Path(label_folder), "label") if label_folder is not None else {}
+    labels = list_cases(Path(label_folder)) if label_folder is not None else {}
     missing = [c for c in maps if c not in inputs]
     if missing:
         listed = ", ".join(str(maps[c]) for c in missing[:10]) + (f" and {len(missing) - 10} more"

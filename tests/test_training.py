@@ -163,18 +163,19 @@ def test_settings_from_plans_and_cli():
     assert s.method == "cold_ensemble" and s.precision is None
 
 
-def test_two_process_gloo_ddp_writes_one_set_of_checkpoints(results):
+@pytest.mark.parametrize("method", ["cold_ensemble", "synomaly"])
+def test_two_process_gloo_ddp_writes_one_set_of_checkpoints(results, method):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     with socket.socket() as sock:  # a free port for the rendezvous
         sock.bind(("127.0.0.1", 0))
         port = str(sock.getsockname()[1])
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
-           "-m", "uadnet.cli.train", "1", "0", "--iterations", "4", "--checkpoint_every", "2", *FAST]
+           "-m", "uadnet.cli.train", "1", "0", "-m", method, "--iterations", "4", "--checkpoint_every", "2", *FAST]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    fold = _fold(results)
+    fold = _fold(results, method)
     state = _load(fold / "checkpoint_latest.pth")
-    assert state["meta"]["world_size"] == 2 and state["iteration"] == 4
+    assert state["meta"]["world_size"] == 2 and state["meta"]["method"] == method and state["iteration"] == 4
     assert (fold / "checkpoint_final.pth").is_file()
     assert sorted(p.name for p in fold.glob("*.pth")) == sorted(
         [ckpt.BEST, ckpt.FINAL, ckpt.LATEST, ckpt.PREVIOUS])

@@ -173,7 +173,11 @@ class ColdMultistepPlan:
 
 @dataclass
 class ImageConditionedPlan:
-    """``image_conditioned``: DDPM on ``[x_t, x_c]``; ``sampling_steps`` from noise at test time."""
+    """``image_conditioned`` (Baugh et al.): ε-UNet on ``[x_t, x_c]`` (2·C channels), trained on the "many tasks"
+    corruption (``train_tasks``; ``validation_tasks`` held out) with min-SNR-γ weighting and offset noise. At test
+    time ``sampling_steps`` DDIM steps (``eta`` 0 deterministic, 1 ancestral) from pure noise conditioned on the
+    test image; ``score`` ``mae`` (|x − x̂|) or ``ssim`` (1 − local SSIM, Gaussian window σ 1.5 voxels). Images
+    are mapped from [0, 1] to the DDPM's [−1, 1] inside the method. ``loss``: ``mse`` on ε (or ``l1``)."""
 
     corruption: str = "many_tasks"
     num_train_timesteps: int = 1000
@@ -181,8 +185,10 @@ class ImageConditionedPlan:
     beta_start: float = 1e-4
     beta_end: float = 0.02
     sampling_steps: int = 50
+    eta: float = 0.0
     min_snr_gamma: float = 1.0
     offset_noise: float = 0.1
+    loss: str = "mse"
     score: str = "mae"
     train_tasks: list[str] = field(default_factory=lambda: ["poisson_blend", "sink", "source"])
     validation_tasks: list[str] = field(default_factory=lambda: ["fractal_intensity", "foreign_patch"])
@@ -190,18 +196,40 @@ class ImageConditionedPlan:
 
 @dataclass
 class SynomalyPlan:
-    """``synomaly``: ε-model trained on Synomaly noise; multi-stage partial noising at ``stage_timesteps``."""
+    """``synomaly`` (Bi et al.): unconditional ε-UNet trained to predict Synomaly noise ε + d·(u + o)·M
+    (``blur_sigma_voxels``, ``threshold`` in [0, 1] after rescaling, ``offset`` o, ``sign`` d) added by the forward
+    process. Test time, per stage k: noise the current image to ``stage_timesteps[min(k, len − 1)]``, one-step x̂₀,
+    D = the difference |blur(x) − blur(x̂₀)| (Gaussian σ ``difference_sigma_voxels``, DDPM units [−1, 1]) where it is
+    ≥ ``fusion_threshold``, else 0, clipped to [0, 1]; next image = D·x̂₀ + (1 − D)·x. Stop when the count of D > 0
+    voxels changes by ≤ ``stop_relative_change`` (relative to max(previous count, ``stop_min_voxel_fraction`` of
+    the patch)) or after ``max_stages``. Score = |blur(x) − blur(x̂₀)| of the last stage (σ ``score_sigma_voxels``,
+    [0, 1] units)."""
 
-    corruption: str = "synomaly"
+    corruption: str = "synomaly_noise"
     num_train_timesteps: int = 1000
     beta_schedule: str = "cosine"
     blur_sigma_voxels: float = 3.0
     threshold: float = 175.0 / 255.0
     offset: float = 0.5
     sign: int = 1
-    stage_timesteps: list[int] = field(default_factory=lambda: [300, 200, 100])
+    loss: str = "mse"
+    stage_timesteps: list[int] = field(default_factory=lambda: [200])
     max_stages: int = 5
+    fusion_threshold: float = 0.1
+    difference_sigma_voxels: float = 0.8
+    score_sigma_voxels: float = 1.1
     stop_relative_change: float = 0.01
+    stop_min_voxel_fraction: float = 0.03
+
+
+@dataclass
+class AutoencoderPlan:
+    """``autoencoder`` (a baseline, not a uadnet method): a UNet without skip connections trained to reconstruct
+    clean patches (no synthetic anomalies); score = |x − AE(x)|, channel mean. ``skip_connections`` true turns it
+    into a plain UNet, which learns the identity (documented as a negative control)."""
+
+    corruption: str = "none"
+    skip_connections: bool = False
 
 
 @dataclass
@@ -210,6 +238,7 @@ class MethodsPlan:
     cold_multistep: ColdMultistepPlan = field(default_factory=ColdMultistepPlan)
     image_conditioned: ImageConditionedPlan = field(default_factory=ImageConditionedPlan)
     synomaly: SynomalyPlan = field(default_factory=SynomalyPlan)
+    autoencoder: AutoencoderPlan = field(default_factory=AutoencoderPlan)
 
 
 @dataclass

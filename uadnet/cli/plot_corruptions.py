@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--channel", type=int, default=0, help="channel to show (default 0)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    from uadnet.corruption.registry import CORRUPTIONS, build_corruption
+    from uadnet.corruption.registry import CORRUPTIONS, NOT_DRAWN, build_corruption
     from uadnet.plans import PLANS_FILE, SPLITS_FILE, Plans
     from uadnet.utilities.file_io import load_json
     from uadnet.visualization.corruption_gallery import plot_corruption_gallery
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
             raise FileNotFoundError(f"no preprocessed cases in {folder}: run uadnet_plan_and_preprocess -d "
                                     f"{args.dataset} -c {cfg_name}")
         out = args.output_folder or pre / "corruption_gallery"
-        families = args.families or sorted(CORRUPTIONS)
+        families = args.families or [f for f in sorted(CORRUPTIONS) if f not in NOT_DRAWN]
         spacing = cfg.spacing
         for family in families:
             path = out / f"{family}_{cfg_name}.png"

@@ -26,6 +26,7 @@ class Corrupted:
     image: np.ndarray  # (c, z, y, x) float32 in [0, 1]
     mask: np.ndarray  # (z, y, x) float32 soft anomaly mask in [0, 1]; 0 outside the foreground
     severity: float  # α in [0, 1]; 0 means the image is returned unchanged
+    noise: np.ndarray | None = None  # (c, z, y, x) float32: structured noise for noise-based methods (Synomaly)
 
 
 class Corruption(Protocol):
@@ -36,6 +37,18 @@ class Corruption(Protocol):
 def unchanged(image: np.ndarray) -> Corrupted:
     """The identity corruption (clean samples)."""
     return Corrupted(image.astype(np.float32, copy=True), np.zeros(image.shape[1:], np.float32), 0.0)
+
+
+class Identity:
+    """No corruption (``"none"``): every sample is returned clean, for methods trained on healthy images only."""
+
+    @classmethod
+    def from_plans(cls, plans: Any) -> Identity:
+        return cls()
+
+    def __call__(self, image: np.ndarray, foreground: np.ndarray, rng: np.random.Generator,
+                 spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> Corrupted:
+        return unchanged(image)
 
 
 def severity_range_of(plan: Any) -> tuple[float, float]:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from uadnet.corruption.base import Identity
 from uadnet.corruption.dag import DAG
 from uadnet.corruption.fpi import FPI
 from uadnet.corruption.many_tasks import ManyTasks
-from uadnet.corruption.synomaly_noise import SynomalyNoise
+from uadnet.corruption.synomaly_noise import SynomalyNoise, SynomalyTrainingNoise
 
 if TYPE_CHECKING:
     from uadnet.plans import Plans
@@ -17,8 +18,14 @@ CORRUPTIONS: dict[str, type] = {
     "fpi": FPI,  # DISYRE v1
     "dag": DAG,  # DISYRE v2, the default
     "many_tasks": ManyTasks,  # image-conditioned DDPM (training task fold; ManyTasks.from_plans(p, "validation"))
-    "synomaly": SynomalyNoise,  # Synomaly noise (``.sample`` gives the noise; the call draws it on the image)
+    "synomaly": SynomalyNoise,  # Synomaly noise drawn on the image (galleries; ``.sample`` gives the noise)
+    "synomaly_noise": SynomalyTrainingNoise,  # Synomaly training: clean image + ``noise`` for the forward process
+    "none": Identity,  # healthy patches only (the autoencoder baseline)
 }
+
+
+# Families that leave the image itself unchanged (nothing to show in a gallery).
+NOT_DRAWN = frozenset({"none", "synomaly_noise"})
 
 
 class ManyTasksValidation(ManyTasks):

@@ -85,3 +85,15 @@ class SynomalyNoise:
         shift = np.float32(self.sign * (u + self.offset) * self.image_scale)
         out = np.clip(image + shift * m[None], 0, 1).astype(np.float32)
         return Corrupted(out, m, float((u + self.offset) / (1 + self.offset)))  # (u + o) rescaled to [0, 1]
+
+
+class SynomalyTrainingNoise(SynomalyNoise):
+    """The training form (``"synomaly_noise"``): the image stays clean and ``Corrupted.noise`` carries ``ε_syn``
+    (``mask`` = M, severity ``(u + o)/(1 + o)``); the ``synomaly`` method lets the forward process add it."""
+
+    def __call__(self, image: np.ndarray, foreground: np.ndarray, rng: np.random.Generator,
+                 spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> Corrupted:
+        eps, m, u = _sample(image.shape, foreground, rng, self.blur_sigma_voxels, self.threshold)
+        shift = np.float32(self.sign * (u + self.offset))
+        severity = float((u + self.offset) / (1 + self.offset)) if m.any() else 0.0
+        return Corrupted(image.astype(np.float32, copy=True), m, severity, noise=eps + shift * m[None])

@@ -15,7 +15,8 @@ class CorruptionTransform(AbstractTransform):
     """Corrupt ``data_dict[data_key]`` (b, c, z, y, x) or 2D (b, c, y, x), float in [0, 1], per sample.
 
     Adds ``"target"`` (the clean batch, float32), ``"anomaly_mask"`` (b, 1, *spatial) float32 and ``"severity"``
-    (b,) float32, and replaces ``data_key`` with the corrupted batch. ``foreground_key``: (b, *spatial) or
+    (b,) float32, and replaces ``data_key`` with the corrupted batch; a corruption that returns structured noise
+    (``Corrupted.noise``, e.g. Synomaly) adds ``"noise"`` (b, c, *spatial) float32. ``foreground_key``: (b, *spatial) or
     (b, 1, *spatial), nonzero = foreground; if absent, everything is foreground. ``spacing``: (z, y, x) or, for
     2D batches, (y, x) mm. The foreign image of sample i is sample (i + 1) mod b (none for b == 1: the corruption
     then uses a shifted copy of the sample itself). ``seed``: own ``np.random.Generator``; with None it is seeded
@@ -70,6 +71,7 @@ class CorruptionTransform(AbstractTransform):
             fg = fg[:, None] if is2d else fg
         spacing = (1.0, *self.spacing[-2:]) if is2d else self.spacing
         out, masks, sev = np.empty_like(vol), np.empty((b, 1, *vol.shape[2:]), np.float32), np.empty(b, np.float32)
+        noise: np.ndarray | None = None
         for i in range(b):
             j = (i + 1) % b
             kw = {"foreign": vol[j] if b > 1 else None} if self._takes_foreign else {}
@@ -77,6 +79,13 @@ class CorruptionTransform(AbstractTransform):
                 kw["foreign_foreground"] = fg[j] if b > 1 else None
             res = self.corruption(vol[i], fg[i], rng, spacing, **kw)
             out[i], masks[i, 0], sev[i] = res.image, res.mask, res.severity
+            if res.noise is not None:
+                noise = np.empty_like(vol) if noise is None else noise
+                noise[i] = res.noise
+            elif noise is not None:
+                raise ValueError("a corruption returned structured noise for some samples of a batch but not all")
+        if noise is not None:
+            data_dict["noise"] = noise[:, :, 0] if is2d else noise
         if is2d:
             out, masks = out[:, :, 0], masks[:, :, 0]
         data_dict["target"] = data.copy()

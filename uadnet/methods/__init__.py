@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from uadnet.methods.autoencoder import Autoencoder
 from uadnet.methods.base import Method
 from uadnet.methods.cold_diffusion import ColdDiffusion
+from uadnet.methods.diffusion import ImageConditioned, Synomaly
 
 METHODS: dict[str, Method] = {
     "cold_ensemble": ColdDiffusion("cold_ensemble"),  # the default: ensembled cold diffusion with DAG
     "cold_multistep": ColdDiffusion("cold_multistep"),  # DISYRE: FPI, multi-step restoration
+    "image_conditioned": ImageConditioned(),  # Baugh et al.: DDPM conditioned on the image, "many tasks"
+    "synomaly": Synomaly(),  # Bi et al.: DDPM on Synomaly noise, multi-stage restoration
+    "autoencoder": Autoencoder(),  # the reconstruction baseline (benchmarks), trained on healthy patches only
 }
 DEFAULT_METHOD = "cold_ensemble"
 

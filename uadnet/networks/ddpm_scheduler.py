@@ -124,9 +124,9 @@ class DDPMScheduler:
         ``shape``: ``(b, c, *spatial)``. Returns ``shape`` in ``dtype`` on ``device``.
         """
         shape = tuple(shape)
-        noise = _randn(shape, generator, device, dtype)
+        noise = seeded_randn(shape, generator, device, dtype)
         if strength:
-            noise = noise + strength * _randn(shape[:2] + (1,) * (len(shape) - 2), generator, device, dtype)
+            noise = noise + strength * seeded_randn(shape[:2] + (1,) * (len(shape) - 2), generator, device, dtype)
         return noise
 
     def min_snr_weights(self, t: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -174,7 +174,7 @@ class DDPMScheduler:
         direction = (1 - a_prev - sigma**2).clamp(min=0).sqrt()
         x_prev = self._expand(a_prev.sqrt(), x_t) * x0 + self._expand(direction, x_t) * eps
         if eta > 0 and bool((sigma > 0).any()):
-            x_prev = x_prev + self._expand(sigma, x_t) * _randn(x_t.shape, generator, x_t.device, x_t.dtype)
+            x_prev = x_prev + self._expand(sigma, x_t) * seeded_randn(x_t.shape, generator, x_t.device, x_t.dtype)
         return x_prev
 
     @torch.no_grad()
@@ -194,11 +194,11 @@ class DDPMScheduler:
                 raise ValueError("give either shape (sampling from noise) or x_start (partial noising)")
             if t_start is not None:
                 raise ValueError("t_start needs x_start (the image to noise partially)")
-            x = _randn(tuple(shape), generator, device, dtype)
+            x = seeded_randn(tuple(shape), generator, device, dtype)
             timesteps = self.timesteps_for(num_steps)
         else:
             timesteps = self.timesteps_for(num_steps, t_start)
-            noise = _randn(x_start.shape, generator, x_start.device, x_start.dtype)
+            noise = seeded_randn(x_start.shape, generator, x_start.device, x_start.dtype)
             x = self.add_noise(x_start, noise, int(timesteps[0]))
         b = x.shape[0]
         for i, t in enumerate(timesteps.tolist()):
@@ -208,7 +208,7 @@ class DDPMScheduler:
         return x
 
 
-def _randn(shape: Sequence[int], generator: torch.Generator | None, device: torch.device | str | None,
+def seeded_randn(shape: Sequence[int], generator: torch.Generator | None, device: torch.device | str | None,
            dtype: torch.dtype) -> torch.Tensor:
     """Standard normal noise drawn on the generator's device (so a CPU generator seeds GPU runs) and moved."""
     src = generator.device if generator is not None else device

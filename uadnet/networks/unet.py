@@ -84,15 +84,16 @@ class ConditionalUNet(nn.Module):
     :attr:`total_stride` are zero-padded at the end and the output cropped back, so the output always has the
     spatial shape of ``x``. With ``condition=False`` there is no embedding and ``forward`` takes ``None``.
     With ``residual=True`` the network returns ``x + UNet(x)`` and its output conv starts at a tenth of the default
-    scale, so a restorer starts near the identity and spends its training on the corrections.
+    scale, so a restorer starts near the identity and spends its training on the corrections. With
+    ``skip_connections=False`` the decoder sees only the upsampled bottleneck: a plain convolutional autoencoder.
     """
 
     def __init__(self, in_channels: int, out_channels: int, network: NetworkPlan, condition: bool = True,
-                 residual: bool = False) -> None:
+                 residual: bool = False, skip_connections: bool = True) -> None:
         super().__init__()
         if residual and in_channels != out_channels:
             raise ValueError("a residual UNet needs as many output as input channels")
-        self.residual = residual
+        self.residual, self.skip_connections = residual, skip_connections
         dim, feats, kernels, strides = network.dim, network.features_per_stage, network.kernel_sizes, network.strides
         if dim not in (2, 3):
             raise ValueError(f"network.dim must be 2 or 3, got {dim}")
@@ -115,7 +116,7 @@ class ConditionalUNet(nn.Module):
         self.up, self.decoder = nn.ModuleList(), nn.ModuleList()
         for s in range(len(feats) - 2, -1, -1):
             self.up.append(_conv_transpose(dim)(feats[s + 1], feats[s], strides[s + 1], stride=strides[s + 1]))
-            self.decoder.append(Stage(dim, 2 * feats[s], feats[s], kernels[s], n, emb))
+            self.decoder.append(Stage(dim, (2 if skip_connections else 1) * feats[s], feats[s], kernels[s], n, emb))
         self.output = _conv(dim)(feats[0], out_channels, 1)
         if residual:  # start near the identity x̂ = x; small, not zero, so every layer gets gradients at once
             with torch.no_grad():
@@ -124,9 +125,10 @@ class ConditionalUNet(nn.Module):
 
     @classmethod
     def from_plans(cls, plans: Plans, configuration: str | None, in_channels: int, out_channels: int,
-                   condition: bool = True, residual: bool = False) -> ConditionalUNet:
+                   condition: bool = True, residual: bool = False, skip_connections: bool = True) -> ConditionalUNet:
         """Build from ``plans.configuration(configuration).network`` (``None``: the default configuration)."""
-        return cls(in_channels, out_channels, plans.configuration(configuration).network, condition, residual)
+        return cls(in_channels, out_channels, plans.configuration(configuration).network, condition, residual,
+                   skip_connections)
 
     def forward(self, x: Tensor, condition: Tensor | float | None = None) -> Tensor:
         """x (b, c_in, *spatial); condition (b,) or scalar float in [0, 1] (0 clean, 1 most corrupted)."""
@@ -155,7 +157,7 @@ class ConditionalUNet(nn.Module):
             x = stage(x if s == 0 else self.down[s - 1](x), embedding)
             skips.append(x)
         for up, stage, skip in zip(self.up, self.decoder, reversed(skips[:-1])):
-            x = stage(torch.cat([up(x), skip], 1), embedding)
+            x = stage(torch.cat([up(x), skip], 1) if self.skip_connections else up(x), embedding)
         x = self.output(x)
         if self.residual:
             x = x + inputs

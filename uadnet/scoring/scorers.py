@@ -66,6 +66,18 @@ class ColdMultistepScorer:
         return torch.cat([score, current], dim=1)
 
 
+class ReconstructionScorer:
+    """Plain reconstruction (the autoencoder baseline): score = |x − f(x)|, channel mean; restoration f(x)."""
+
+    def __init__(self, model: nn.Module, precision: str = "fp32") -> None:
+        self.model, self.precision = model, precision
+
+    def __call__(self, x: Tensor) -> Tensor:
+        with autocast(x.device, self.precision):
+            restored = self.model(x).float()
+        return torch.cat([(x - restored).abs().mean(1, keepdim=True), restored], dim=1)
+
+
 def score_volume(scorer: Scorer, volume: np.ndarray, patch_size: Sequence[int], step_size: float = 0.5,
                  sigma_scale: float = 0.125, batch_size: int = 4, device: str | torch.device = "cpu",
                  foreground: np.ndarray | None = None, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:

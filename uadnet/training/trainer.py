@@ -220,7 +220,7 @@ class Trainer:
 
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         return {k: torch.from_numpy(np.asarray(v)).to(self.device, non_blocking=True)
-                if k in ("data", "target", "anomaly_mask", "severity") else v for k, v in batch.items()}
+                if k in ("data", "target", "anomaly_mask", "severity", "noise") else v for k, v in batch.items()}
 
     def _step(self, batch: dict[str, Any], iteration: int) -> tuple[float, float]:
         lr = learning_rate(iteration, self.total, self.cfg.training.learning_rate, self.warmup,

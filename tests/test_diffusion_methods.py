@@ -1,0 +1,277 @@
+"""The noise-based methods (image_conditioned, synomaly) and the autoencoder baseline: filters, scorers with
+oracle networks, losses wired to the scheduler, Synomaly noise in training batches, and tiny end-to-end runs
+(train → calibrate → predict) including an exact resume."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from scipy import ndimage
+
+from tests.synthetic import make_dataset
+from uadnet.cli.plan_and_preprocess import main as plan_main
+from uadnet.cli.predict import main as predict_main
+from uadnet.cli.train import main as train_main
+from uadnet.corruption.registry import build_corruption
+from uadnet.corruption.synomaly_noise import synomaly_noise
+from uadnet.corruption.transforms import CorruptionTransform
+from uadnet.methods import get_method
+from uadnet.networks.ddpm_scheduler import DDPMScheduler
+from uadnet.networks.unet import ConditionalUNet
+from uadnet.plans import NetworkPlan, SynomalyPlan
+from uadnet.scoring.diffusion_scorers import ImageConditionedScorer, SynomalyScorer, to_model_range
+from uadnet.scoring.filters import gaussian_blur, ssim_map
+from uadnet.training.trainer import Trainer
+
+FAST = ["--precision", "fp32", "-np", "0", "--disable_progress_bar"]
+
+
+# ----------------------------------------------------------------------------------------------------- filters
+@pytest.mark.parametrize("shape,sigma", [((2, 3, 17, 20), 1.1), ((1, 2, 9, 12, 10), 0.8), ((1, 1, 5, 40), 2.0)])
+def test_gaussian_blur_matches_scipy(shape, sigma):
+    """Mirror padding like scipy's ``mirror``; an axis shorter than the radius is padded like ``nearest``."""
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    got = gaussian_blur(x, sigma).numpy()
+    radius = max(1, int(3 * sigma + 0.5))
+    modes = ["mirror" if n > radius else "nearest" for n in shape[2:]]
+    for b in range(shape[0]):
+        for c in range(shape[1]):
+            ref = ndimage.gaussian_filter(x[b, c].numpy(), sigma, mode=modes, truncate=3.0)
+            np.testing.assert_allclose(got[b, c], ref, atol=1e-10)
+    assert gaussian_blur(x, 0.0) is x
+
+
+def test_ssim_map_is_one_for_equal_images_and_drops_where_they_differ():
+    x = torch.rand(1, 2, 24, 24, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(ssim_map(x, x), torch.ones_like(x), atol=1e-5, rtol=0)
+    y = x.clone()
+    y[..., 8:14, 8:14] = 1 - y[..., 8:14, 8:14]
+    s = ssim_map(x, y)
+    assert s[..., 10, 10].max() < 0.5 and s[..., 0, 0].min() > 0.99
+
+
+# ----------------------------------------------------------------------------------------------------- scorers
+def _timestep(s: DDPMScheduler, condition: torch.Tensor) -> torch.Tensor:
+    return torch.round(condition * s.num_train_timesteps).long()
+
+
+def test_image_conditioned_scorer_with_an_oracle_reproduces_a_healthy_target():
+    """An ε-model that always denoises towards ``healthy`` makes 50 DDIM steps end exactly there: the
+    restoration is ``healthy`` and the score is |x − healthy| — wired to the condition channels and t/T."""
+    s = DDPMScheduler(1000, "linear")
+    x = torch.rand(2, 2, 16, 12, generator=torch.Generator().manual_seed(0)) * 0.5
+    healthy = x.clone()
+    healthy[:, :, 4:8, 4:8] = 0.9  # what the oracle "restores"
+
+    def oracle(inp: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        assert inp.shape[1] == 4  # [x_t, x_c]
+        torch.testing.assert_close(inp[:, 2:], to_model_range(x))
+        return s.predict_eps(inp[:, :2].double(), to_model_range(healthy).double(), _timestep(s, condition)).float()
+
+    out = ImageConditionedScorer(oracle, s, 50)(x)
+    assert out.shape == (2, 3, 16, 12)
+    torch.testing.assert_close(out[:, 1:], healthy, atol=1e-4, rtol=0)
+    torch.testing.assert_close(out[:, :1], (x - healthy).abs().mean(1, keepdim=True), atol=1e-4, rtol=0)
+    ssim_out = ImageConditionedScorer(oracle, s, 10, score="ssim")(x)
+    assert ssim_out[:, 0, 5, 5].min() > 0.1 and ssim_out[:, 0, 14, 1].max() < ssim_out[:, 0, 5, 5].min()
+    with pytest.raises(ValueError, match="score"):
+        ImageConditionedScorer(oracle, s, 10, score="psnr")
+
+
+def _synomaly_scorer(model, s, max_stages=5, **kw) -> SynomalyScorer:
+    p = SynomalyPlan(**kw)
+    return SynomalyScorer(model, s, p.stage_timesteps, max_stages, p.fusion_threshold, p.difference_sigma_voxels,
+                          p.score_sigma_voxels, p.stop_relative_change, p.stop_min_voxel_fraction)
+
+
+def test_synomaly_scorer_multistage_with_an_oracle():
+    """One-step x̂₀ of an oracle is exactly ``healthy``: the fused image's mask is the same at stage 2, so every
+    sample stops after 2 stages; the score is the smoothed difference, largest on the lesion."""
+    s = DDPMScheduler(1000, "cosine")
+    x = torch.full((2, 1, 20, 20), 0.3)
+    x[:, :, 6:12, 6:12] = 0.9
+    healthy = torch.full_like(x, 0.3)
+
+    def oracle(x_t: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        return s.predict_eps(x_t.double(), to_model_range(healthy).double(), _timestep(s, condition)).float()
+
+    scorer = _synomaly_scorer(oracle, s)
+    out = scorer(x)
+    torch.testing.assert_close(out[:, 1:], healthy, atol=1e-4, rtol=0)
+    expected = (gaussian_blur(x, 1.1) - gaussian_blur(healthy, 1.1)).abs()
+    torch.testing.assert_close(out[:, :1], expected, atol=1e-4, rtol=0)
+    assert scorer.last_stage_counts == [2, 2]
+    assert out[:, 0, 9, 9].min() > 10 * out[:, 0, 0, 0].max()
+    one = _synomaly_scorer(oracle, s, max_stages=1)
+    one(x)
+    assert one.last_stage_counts == [1, 1]
+    with pytest.raises(ValueError, match="stage_timesteps"):
+        _synomaly_scorer(oracle, s, stage_timesteps=[1000])
+
+
+# ----------------------------------------------------------------------------------------------------- losses
+def _plans(**synomaly) -> SimpleNamespace:
+    from uadnet.plans import ImageConditionedPlan
+    return SimpleNamespace(methods=SimpleNamespace(image_conditioned=ImageConditionedPlan(),
+                                                   synomaly=SynomalyPlan(**synomaly)))
+
+
+def test_image_conditioned_loss_is_zero_for_the_true_noise_and_positive_otherwise():
+    plans = _plans()
+    method = get_method("image_conditioned")
+    s = DDPMScheduler.from_plan(plans.methods.image_conditioned)
+    g = torch.Generator().manual_seed(0)
+    batch = {"target": torch.rand(4, 2, 8, 8, generator=g), "data": torch.rand(4, 2, 8, 8, generator=g)}
+
+    def oracle(inp, condition):
+        torch.testing.assert_close(inp[:, 2:], to_model_range(batch["data"]))
+        return s.predict_eps(inp[:, :2].double(), to_model_range(batch["target"]).double(),
+                             _timestep(s, condition)).float()
+
+    torch.manual_seed(0)
+    assert method.training_loss(oracle, batch, "l1", plans).item() < 1e-6
+    torch.manual_seed(0)
+    assert method.training_loss(lambda inp, c: torch.zeros_like(inp[:, :2]), batch, "l1", plans).item() > 0.05
+
+
+def test_synomaly_loss_targets_the_batch_noise():
+    plans = _plans()
+    method = get_method("synomaly")
+    s = DDPMScheduler.from_plan(plans.methods.synomaly)
+    g = torch.Generator().manual_seed(0)
+    batch = {"target": torch.rand(3, 1, 8, 8, generator=g), "noise": torch.randn(3, 1, 8, 8, generator=g) + 2.0}
+
+    def oracle(x_t, condition):
+        return s.predict_eps(x_t.double(), to_model_range(batch["target"]).double(), _timestep(s, condition)).float()
+
+    assert method.training_loss(oracle, batch, "l1", plans).item() < 1e-6
+    zero = method.training_loss(lambda x_t, c: torch.zeros_like(x_t), batch, "l1", plans).item()
+    assert zero == pytest.approx(float((batch["noise"] ** 2).mean()), rel=1e-5)
+    with pytest.raises(ValueError, match="synomaly_noise"):
+        method.training_loss(oracle, {"target": batch["target"]}, "l1", plans)
+
+
+def test_synomaly_training_noise_in_a_2d_batch():
+    plans = _plans(sign=-1, offset=0.75)
+    transform = CorruptionTransform(build_corruption("synomaly_noise", plans), spacing=(1.0, 1.0), seed=5)
+    data = np.random.default_rng(0).random((3, 2, 32, 28), dtype=np.float32)
+    fg = np.zeros((3, 1, 32, 28), np.uint8)
+    fg[:, :, 4:28, 4:24] = 1
+    out = transform(data=data.copy(), foreground=fg, batch_index=7)
+    np.testing.assert_array_equal(out["data"], data)  # the image stays clean; the noise carries the anomaly
+    assert out["noise"].shape == data.shape and out["noise"].dtype == np.float32
+    rng = np.random.default_rng([5, 7])
+    for i in range(3):  # sample i is exactly the reference Synomaly noise drawn with the batch's generator
+        eps_syn, m = synomaly_noise((2, 1, 32, 28), fg[i, 0][None] > 0, rng, 3.0, 175 / 255, 0.75, -1)
+        np.testing.assert_array_equal(out["noise"][i], eps_syn[:, 0])
+        np.testing.assert_array_equal(out["anomaly_mask"][i, 0], m[0])
+        assert (out["anomaly_mask"][i, 0][fg[i, 0] == 0] == 0).all()
+
+
+def test_autoencoder_has_no_skip_connections():
+    plan = NetworkPlan(dim=2, features_per_stage=[8, 16, 32], kernel_sizes=[[3, 3]] * 3,
+                       strides=[[1, 1], [2, 2], [2, 2]])
+    ae = ConditionalUNet(2, 2, plan, condition=False, skip_connections=False)
+    unet = ConditionalUNet(2, 2, plan, condition=False)
+    x = torch.rand(2, 2, 16, 20)
+    assert ae(x).shape == x.shape
+    assert sum(p.numel() for p in ae.parameters()) < sum(p.numel() for p in unet.parameters())
+    # the decoder cannot see the encoder's full-resolution features: a one-voxel spike is not passed through
+    x2 = x.clone()
+    x2[0, 0, 7, 9] += 5
+    ae.eval()
+    with torch.no_grad():
+        delta = (ae(x2) - ae(x)).abs()[0, 0]
+    assert delta[7, 9] < 5 * 0.5
+
+
+# ----------------------------------------------------------------------------------------------------- end to end
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("diffusion")
+    folders = {v: root / v for v in ("UADNET_RAW", "UADNET_PREPROCESSED", "UADNET_RESULTS")}
+    with pytest.MonkeyPatch.context() as mp:
+        for var, f in folders.items():
+            f.mkdir()
+            mp.setenv(var, str(f))
+        make_dataset(folders["UADNET_RAW"], dataset_id=1, kind="3d_iso", n_cases=6, n_test=2, seed=3)
+        assert plan_main(["-d", "1", "-np", "1", "--disable_progress_bar", "--device", "cpu"]) == 0
+        yield folders
+
+
+@pytest.fixture
+def results(env, tmp_path, monkeypatch):
+    for var in ("UADNET_RAW", "UADNET_PREPROCESSED"):
+        monkeypatch.setenv(var, str(env[var]))
+    monkeypatch.setenv("UADNET_RESULTS", str(tmp_path / "results"))
+    return tmp_path / "results"
+
+
+def _fold(results: Path, method: str, cfg: str = "2d") -> Path:
+    return results / "Dataset001_3d_iso" / f"{method}__uadnet_plans__{cfg}" / "fold_0"
+
+
+def _load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@pytest.mark.parametrize("method,cfg", [("image_conditioned", "2d"), ("synomaly", "2d"), ("synomaly", "3d"),
+                                        ("autoencoder", "2d")])
+def test_train_calibrate_and_predict_valid_maps(results, env, tmp_path, method, cfg):
+    assert train_main(["1", "0", "-m", method, "-c", cfg, "--iterations", "4", "--validation_every", "4",
+                       *FAST]) == 0
+    fold = _fold(results, method, cfg)
+    calibration = json.loads((fold / "calibration.json").read_text(encoding="utf-8"))
+    assert calibration["voxel_thresholds"] and (fold / "postprocessing.json").is_file()
+    inp = next(env["UADNET_RAW"].glob("Dataset001_*")) / "imagesTs"
+    outs = []
+    for k in range(2):  # seeded sampling noise: predicting twice gives identical maps
+        out = tmp_path / f"out{k}"
+        assert predict_main(["-i", str(inp), "-o", str(out), "-d", "1", "-m", method, "-c", cfg,
+                             "--save_restorations", "--disable_progress_bar", "--precision", "fp32"]) == 0
+        outs.append(out)
+    threshold = json.loads((outs[0] / "prediction.json").read_text(encoding="utf-8"))["voxel_threshold"]
+    for case in ("test_000", "test_001"):
+        ref = sitk.ReadImage(str(inp / f"{case}_0000.nii.gz"))
+        amap = sitk.ReadImage(str(outs[0] / f"{case}.nii.gz"))
+        assert amap.GetSize() == ref.GetSize()
+        a = sitk.GetArrayFromImage(amap)
+        assert a.dtype == np.float32 and np.isfinite(a).all() and a.min() >= 0 and a.max() > 0
+        mask = sitk.GetArrayFromImage(sitk.ReadImage(str(outs[0] / f"{case}_mask.nii.gz")))
+        np.testing.assert_array_equal(mask, a >= threshold)
+        again = sitk.GetArrayFromImage(sitk.ReadImage(str(outs[1] / f"{case}.nii.gz")))
+        np.testing.assert_array_equal(a, again)
+        assert (outs[0] / f"{case}_restoration_0000.nii.gz").is_file()
+
+
+@pytest.mark.parametrize("method", ["image_conditioned", "synomaly"])
+def test_killed_and_resumed_run_equals_an_uninterrupted_one(results, monkeypatch, method):
+    args = ["1", "0", "-m", method, "--iterations", "6", "--checkpoint_every", "2", "--validation_every", "6",
+            "--no_calibration", "--seed", "2", *FAST]
+    assert train_main(args) == 0
+    reference = _load(_fold(results, method) / "checkpoint_final.pth")
+    shutil.rmtree(results)
+    original = Trainer._step
+
+    def dies_at_5(self, batch, it):
+        if it == 5:
+            raise SystemError("simulated kill")
+        return original(self, batch, it)
+
+    with monkeypatch.context() as mp:
+        mp.setattr(Trainer, "_step", dies_at_5)
+        with pytest.raises(SystemError):
+            train_main(args)
+    assert _load(_fold(results, method) / "checkpoint_latest.pth")["iteration"] == 4
+    assert train_main([*args, "--c"]) == 0
+    got = _load(_fold(results, method) / "checkpoint_final.pth")
+    assert got["iteration"] == reference["iteration"] == 6
+    for k, v in reference["network"].items():
+        torch.testing.assert_close(got["network"][k], v, atol=1e-6, rtol=0)

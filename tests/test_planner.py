@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 
 from uadnet.planning.hardware import HardwareInfo
-from uadnet.planning.planner import fullres_target_spacing, network_topology, plan_experiment
+from uadnet.planning.planner import (
+    PERCENTILE_HIGH_MAPS_TO,
+    fullres_target_spacing,
+    network_topology,
+    plan_experiment,
+)
 from uadnet.plans import Plans, PlansError
 
 CPU = HardwareInfo(device="cpu", bf16=False, num_cpus=2, memory_gb=24, gflops=100)
@@ -69,6 +74,9 @@ def test_isotropic_brain_gets_2d_and_3d_and_reference_corruption_sizes():
     assert plans.compute.precision == "fp32"
     assert plans.methods.cold_ensemble.severities == [0.2, 0.4, 0.6, 0.8]
     assert plans.methods.synomaly.sign == -1  # T1: lesions typically hypointense
+    # per-image MRI scaling leaves headroom above the 98th percentile; the codebook is in the same units
+    assert [n.high_maps_to for n in plans.normalization] == [PERCENTILE_HIGH_MAPS_TO] * len(plans.normalization)
+    assert max(max(c) for c in plans.corruption.intensity_codebook) <= PERCENTILE_HIGH_MAPS_TO + 1e-6
 
 
 def test_gpu_plans_are_bigger_and_use_bf16():

@@ -40,6 +40,19 @@ def test_percentile_ct_rgb_normalisation_exact_values():
     assert np.allclose(rgb, 0.2)
 
 
+def test_headroom_keeps_intensities_above_the_upper_percentile_distinct():
+    img = np.arange(100, dtype=np.float32).reshape(1, 1, 10, 10)
+    fg = np.ones((1, 10, 10), bool)
+    plan = NormalizationPlan("FLAIR", "percentile", 0.0, 50.0, high_maps_to=0.5)
+    out, ranges = normalize(img, fg, [plan])
+    p50 = np.percentile(img, 50)
+    assert ranges == [[0.0, pytest.approx(2 * p50)]]  # the range stored for inversion includes the headroom
+    np.testing.assert_allclose(out[0].ravel(), np.clip(img.ravel() / p50 * 0.5, 0, 1), rtol=1e-6)
+    assert out[0, 0, 7, 0] == pytest.approx(70 / p50 * 0.5) and out.max() == 1.0  # above p50: distinct until 2·p50
+    with pytest.raises(ValueError, match="high_maps_to"):
+        normalize(img, fg, [NormalizationPlan("FLAIR", "percentile", high_maps_to=0.0)])
+
+
 def test_scheme_from_channel_name():
     for name in ("CT", "ct", "CTA", "NCCT", "CECT", "CT_venous", "low-dose CT"):
         assert normalization_scheme_for(name, ".nii.gz") == "ct", name

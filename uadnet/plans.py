@@ -34,6 +34,8 @@ class NormalizationPlan:
     ``percentile``: low/high are the image's own foreground percentiles (MRI-like, any unknown modality).
     ``ct``: low/high are fixed intensities (dataset percentiles, e.g. HU). ``rgb``: low 0, high 255.
     ``none``: low 0, high 1 (data already in [0, 1]).
+    ``high_maps_to`` < 1 maps ``high`` below 1 instead, leaving headroom: intensities up to
+    ``low + (high − low) / high_maps_to`` (e.g. lesions brighter than the upper percentile) stay distinct after the clip.
     """
 
     channel: str
@@ -43,6 +45,7 @@ class NormalizationPlan:
     low: float | None = None
     high: float | None = None
     clip: bool = True
+    high_maps_to: float = 1.0
 
 
 @dataclass

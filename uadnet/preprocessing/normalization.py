@@ -25,7 +25,8 @@ def normalization_scheme_for(channel_name: str, file_ending: str, max_intensity:
 
 
 def normalization_range(plan: NormalizationPlan, channel: np.ndarray, foreground: np.ndarray) -> tuple[float, float]:
-    """The intensities ``(low, high)`` mapped to 0 and 1 for this image channel (``foreground``: bool mask)."""
+    """The intensities ``(low, high)`` mapped to 0 and 1 for this image channel (``foreground``: bool mask); with
+    ``plan.high_maps_to`` < 1 the returned ``high`` lies above the scheme's (headroom for hyperintensities)."""
     if plan.scheme == "percentile":
         values = channel[foreground] if foreground.any() else channel.ravel()
         low, high = np.percentile(values, [plan.lower_percentile, plan.upper_percentile])
@@ -40,7 +41,10 @@ def normalization_range(plan: NormalizationPlan, channel: np.ndarray, foreground
     else:
         raise ValueError(f"unknown normalisation scheme '{plan.scheme}' for channel '{plan.channel}' "
                          "(use percentile, ct, rgb or none)")
-    return float(low), float(high)
+    if not 0 < plan.high_maps_to <= 1:
+        raise ValueError(f"normalization high_maps_to of channel '{plan.channel}' must lie in (0, 1], got "
+                         f"{plan.high_maps_to}")
+    return float(low), float(low + (high - low) / plan.high_maps_to)
 
 
 def apply_normalization(values: np.ndarray, low: float, high: float, clip: bool) -> np.ndarray:

@@ -34,6 +34,7 @@ setup(
             "uadnet_train=uadnet.cli.train:main",
             "uadnet_demo=uadnet.cli.demo:main",
             "uadnet_predict=uadnet.cli.predict:main",
+            "uadnet_baseline=uadnet.cli.baseline:main",
             "uadnet_evaluate=uadnet.cli.evaluate:main",
             "uadnet_plot_overlays=uadnet.cli.plot_overlays:main",
         ]

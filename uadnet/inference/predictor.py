@@ -4,26 +4,23 @@ postprocessing → inverse preprocessing → anomaly map, mask, restoration, cas
 Output folder (see ``documentation/how_to_use.md``): ``case<ending>`` float32 map, ``case_mask<ending>`` binary
 at the calibrated threshold, ``case_restoration_0000<ending>`` with ``save_restorations``, ``scores.csv``,
 ``prediction.json`` and ``per_case/case.json`` (written last for each case: a case is finished when it exists).
-2D natural images come back as ``.tif`` maps and masks of the same size.
+2D natural images come back as ``.tif`` maps and masks of the same size. The folder is written by
+``uadnet.inference.export``, shared with the training-free baselines (``uadnet_baseline``).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import os
 import time
-import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from uadnet import paths
-from uadnet.dataset.raw_dataset import Case, list_cases
+from uadnet.dataset.raw_dataset import Case
 from uadnet.imageio import reader_writer_for
+from uadnet.inference import export
 from uadnet.inference.model_loading import TrainedFold, available_folds, load_fold, load_plans_and_dataset_json
 from uadnet.methods import get_method
 from uadnet.postprocessing import apply_postprocessing
@@ -31,10 +28,10 @@ from uadnet.preprocessing.preprocessor import preprocess_case, revert_preprocess
 from uadnet.scoring.calibration import case_score
 from uadnet.scoring.scorers import score_volume
 from uadnet.utilities import checkpoints as ckpt
-from uadnet.utilities.file_io import atomic_path, load_json, save_json
+from uadnet.utilities.file_io import load_json, save_json
 from uadnet.utilities.torch_utils import resolve_device
 
-PER_CASE = "per_case"
+PER_CASE = export.PER_CASE
 
 
 class PredictionError(RuntimeError):
@@ -157,10 +154,7 @@ class Predictor:
 
     # ----------------------------------------------------------------------------------------- the folder
     def _outputs(self, case: str) -> dict[str, Path]:
-        out = self.s.output_folder
-        return {"map": out / f"{case}{self.output_ending}", "mask": out / f"{case}_mask{self.output_ending}",
-                "restoration": out / f"{case}_restoration_0000{self.output_ending}",
-                "record": out / PER_CASE / f"{case}.json"}
+        return export.case_outputs(self.s.output_folder, case, self.output_ending)
 
     def _finished(self, case: str) -> bool:
         o = self._outputs(case)
@@ -168,11 +162,7 @@ class Predictor:
         return all(p.exists() for p in needed)
 
     def _check_case(self, case: Case) -> None:
-        if case.channel_indices != list(range(self.num_channels)):
-            found = ", ".join(f"{i:04d}" for i in case.channel_indices)
-            raise PredictionError(f"case {case.identifier} has channel file(s) {found}; the model expects "
-                                  f"{self.num_channels} ({', '.join(self.plans.channel_names.values())}) named "
-                                  f"{case.identifier}_0000{self.file_ending} … ")
+        export.check_channels(case, self.plans.channel_names, self.file_ending, PredictionError)
 
     def _run_case(self, case: Case) -> dict:
         self._outputs(case.identifier)["record"].unlink(missing_ok=True)  # not finished until rewritten
@@ -180,14 +170,11 @@ class Predictor:
         image, props = self.reader.read_images(case.images)
         result = self.predict_case(image, props)
         o = self._outputs(case.identifier)
-        self.reader.write(result["map"].astype(np.float32), o["map"], props)
-        self.reader.write((result["map"] >= self.voxel_threshold).astype(np.uint8), o["mask"], props)
+        export.write_map_and_mask(self.reader, result["map"], props, o, self.voxel_threshold)
         if "restoration" in result:
             self.reader.write(result["restoration"][:1].astype(np.float32), o["restoration"], props)
-        record = {"case": case.identifier, "score": result["score"], "flagged": result["score"] >=
-                  self.case_threshold, "voxel_threshold": self.voxel_threshold, "case_threshold": self.case_threshold,
-                  "anomalous_voxels": int((result["map"] >= self.voxel_threshold).sum()),
-                  "seconds": result["seconds"], "inputs": [p.name for p in case.images]}
+        record = export.case_record(case, result["map"], result["score"], self.voxel_threshold, self.case_threshold,
+                                    result["seconds"])
         save_json(record, o["record"])
         return record
 
@@ -204,51 +191,14 @@ class Predictor:
     def _write_scores_csv(self, cases: list[str]) -> int:
         """``scores.csv`` from the records of the input folder's finished cases (all shards); returns the row
         count. Records of cases no longer in the input folder are left out."""
-        folder = self.s.output_folder / PER_CASE
-        records = [load_json(folder / f"{c}.json") for c in sorted(cases) if (folder / f"{c}.json").is_file()]
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["case", "score", "flagged"])
-        for r in records:
-            writer.writerow([r["case"], f"{r['score']:.6g}", int(r["flagged"])])
-        with atomic_path(self.s.output_folder / "scores.csv", ".csv") as tmp:
-            tmp.write_text(buffer.getvalue(), encoding="utf-8")
-        return len(records)
+        return export.write_scores_csv(self.s.output_folder, cases)
 
     def predict_folder(self) -> int:
         """Predict every case of the input folder (this shard); returns 0, or 1 if any case failed."""
-        inp, out = Path(self.s.input_folder).resolve(), Path(self.s.output_folder).resolve()
-        if not inp.is_dir():
-            raise FileNotFoundError(f"input folder {inp} does not exist")
-        if inp == out or inp in out.parents:
-            raise PredictionError(f"the output folder {out} must not be the input folder or inside it: prediction "
-                                  "never writes next to the inputs")
-        if not 1 <= self.s.num_parts or not 0 <= self.s.part_id < self.s.num_parts:
-            raise PredictionError(f"--part_id must be in 0..{self.s.num_parts - 1}, got {self.s.part_id}")
-        listing = list_cases(inp, self.file_ending)
-        failures = [(p.name, f"file name does not follow <case>_<channel 0000>{self.file_ending}")
-                    for p in listing.unmatched]
-        cases = sorted(listing.cases)[self.s.part_id::self.s.num_parts]
-        if not cases and not failures:
-            raise PredictionError(f"no {self.file_ending} images named <case>_0000{self.file_ending} in {inp}")
-        out.mkdir(parents=True, exist_ok=True)
-        (out / PER_CASE).mkdir(exist_ok=True)
-        save_json(self._prediction_json(), out / "prediction.json")
-        todo = [c for c in cases if not (self.s.continue_prediction and self._finished(c))]
-        if len(todo) < len(cases):
-            print(f"{len(cases) - len(todo)} case(s) already predicted, {len(todo)} to go")
-        for name in tqdm(todo, desc="predicting", unit="case", disable=not self.s.progress_bar):
-            try:
-                self._run_case(listing.cases[name])
-            except (KeyboardInterrupt, torch.cuda.OutOfMemoryError):
-                raise
-            except Exception as e:  # noqa: BLE001 - a bad case is reported and skipped; the others are still written
-                failures.append((name, f"{type(e).__name__}: {e}"))
-                if os.environ.get("UADNET_DEBUG"):
-                    traceback.print_exc()
-        n = self._write_scores_csv(list(listing.cases))
-        print(f"{n} case(s) in {out / 'scores.csv'}; maps, masks (threshold {self.voxel_threshold:.4g} at "
-              f"{self.s.fpr:g} false-positive rate on healthy validation data) in {out}")
-        for name, why in failures:
-            print(f"FAILED {name}: {why}")
-        return 1 if failures else 0
+        return export.run_folder(
+            self.s.input_folder, self.s.output_folder, self.file_ending, self._run_case, self._prediction_json,
+            self._finished, num_parts=self.s.num_parts, part_id=self.s.part_id,
+            continue_prediction=self.s.continue_prediction, progress_bar=self.s.progress_bar, desc="predicting",
+            fatal=(torch.cuda.OutOfMemoryError,), error=PredictionError,
+            summary=lambda out: f"maps, masks (threshold {self.voxel_threshold:.4g} at {self.s.fpr:g} false-positive "
+                                f"rate on healthy validation data) in {out}")

@@ -1,0 +1,135 @@
+"""The prediction output folder, shared by ``uadnet_predict`` and the training-free baselines (``uadnet_baseline``).
+
+Per case: ``<case><ending>`` float32 anomaly map and ``<case>_mask<ending>`` uint8 mask (map >= voxel threshold),
+both on the exact input grid, and ``per_case/<case>.json`` (written last: a case is finished when it exists). For
+the folder: ``scores.csv`` (case, score, flagged) and ``prediction.json`` (at least ``voxel_threshold`` and
+``case_threshold``). Everything is written atomically; the input folder is never written to.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from uadnet.dataset.raw_dataset import Case, list_cases
+from uadnet.imageio import BaseReaderWriter
+from uadnet.utilities.file_io import atomic_path, load_json, save_json
+
+PER_CASE = "per_case"
+SCORES_FILE = "scores.csv"
+PREDICTION_FILE = "prediction.json"
+
+
+def case_outputs(output_folder: Path, case: str, output_ending: str) -> dict[str, Path]:
+    """The files of one case: ``map``, ``mask``, ``restoration`` (optional output) and ``record``."""
+    out = Path(output_folder)
+    return {"map": out / f"{case}{output_ending}", "mask": out / f"{case}_mask{output_ending}",
+            "restoration": out / f"{case}_restoration_0000{output_ending}",
+            "record": out / PER_CASE / f"{case}.json"}
+
+
+def check_folders(input_folder: str | os.PathLike, output_folder: str | os.PathLike,
+                  error: type[Exception] = ValueError) -> tuple[Path, Path]:
+    """Resolved ``(input, output)``; ``FileNotFoundError`` without the input folder, ``error`` when the output
+    folder is the input folder or lies inside it."""
+    inp, out = Path(input_folder).resolve(), Path(output_folder).resolve()
+    if not inp.is_dir():
+        raise FileNotFoundError(f"input folder {inp} does not exist")
+    if inp == out or inp in out.parents:
+        raise error(f"the output folder {out} must not be the input folder or inside it: prediction "
+                    "never writes next to the inputs")
+    return inp, out
+
+
+def check_channels(case: Case, channel_names: dict[str, str], file_ending: str,
+                   error: type[Exception] = ValueError, expected_by: str = "the model") -> None:
+    """Raise ``error`` unless the case has exactly the channel files ``0000 … n-1`` (``expected_by``: who
+    expects them, for the message)."""
+    n = len(channel_names)
+    if case.channel_indices != list(range(n)):
+        found = ", ".join(f"{i:04d}" for i in case.channel_indices)
+        raise error(f"case {case.identifier} has channel file(s) {found}; {expected_by} expects "
+                    f"{n} ({', '.join(channel_names.values())}) named {case.identifier}_0000{file_ending} … ")
+
+
+def write_map_and_mask(reader: BaseReaderWriter, amap: np.ndarray, properties: dict[str, Any],
+                       outputs: dict[str, Path], voxel_threshold: float) -> None:
+    """Write the float32 map (z, y, x) and its uint8 mask (map >= ``voxel_threshold``) on the reader's grid."""
+    reader.write(amap.astype(np.float32), outputs["map"], properties)
+    reader.write((amap >= voxel_threshold).astype(np.uint8), outputs["mask"], properties)
+
+
+def case_record(case: Case, amap: np.ndarray, score: float, voxel_threshold: float, case_threshold: float,
+                seconds: dict[str, float]) -> dict[str, Any]:
+    """The ``per_case/<case>.json`` record: score, flag (score >= case threshold), thresholds, the number of
+    voxels at or above the voxel threshold, timings (s) and the input file names."""
+    return {"case": case.identifier, "score": score, "flagged": score >= case_threshold,
+            "voxel_threshold": voxel_threshold, "case_threshold": case_threshold,
+            "anomalous_voxels": int((amap >= voxel_threshold).sum()), "seconds": seconds,
+            "inputs": [p.name for p in case.images]}
+
+
+def write_scores_csv(output_folder: Path, cases: Sequence[str]) -> int:
+    """``scores.csv`` from the records of the given cases that are finished; returns the row count. Records of
+    cases not in ``cases`` (no longer in the input folder) are left out."""
+    folder = Path(output_folder) / PER_CASE
+    records = [load_json(folder / f"{c}.json") for c in sorted(cases) if (folder / f"{c}.json").is_file()]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["case", "score", "flagged"])
+    for r in records:
+        writer.writerow([r["case"], f"{r['score']:.6g}", int(r["flagged"])])
+    with atomic_path(Path(output_folder) / SCORES_FILE, ".csv") as tmp:
+        tmp.write_text(buffer.getvalue(), encoding="utf-8")
+    return len(records)
+
+
+def run_folder(input_folder: str | os.PathLike, output_folder: str | os.PathLike, file_ending: str,
+               run_case: Callable[[Case], Any], prediction_json: dict[str, Any] | Callable[[], dict[str, Any]],
+               is_finished: Callable[[str], bool], *, num_parts: int = 1, part_id: int = 0,
+               continue_prediction: bool = False, progress_bar: bool = True, desc: str = "predicting",
+               fatal: tuple[type[BaseException], ...] = (), error: type[Exception] = ValueError,
+               summary: Callable[[Path], str] | None = None) -> int:
+    """Run ``run_case`` on every case of the input folder (this shard), the way ``uadnet_predict`` does.
+
+    Checks the folders, writes ``prediction.json`` (a dict, or a function called after the checks), skips
+    finished cases with ``continue_prediction``, reports a failing case as ``FAILED case: why`` and goes on
+    (exceptions in ``fatal`` and ``KeyboardInterrupt`` stop the run), then writes ``scores.csv`` over all cases of
+    the input folder and prints ``summary(output_folder)``. Returns 0, or 1 if any case failed.
+    """
+    inp, out = check_folders(input_folder, output_folder, error)
+    if not 1 <= num_parts or not 0 <= part_id < num_parts:
+        raise error(f"--part_id must be in 0..{num_parts - 1}, got {part_id}")
+    listing = list_cases(inp, file_ending)
+    failures = [(p.name, f"file name does not follow <case>_<channel 0000>{file_ending}") for p in listing.unmatched]
+    cases = sorted(listing.cases)[part_id::num_parts]
+    if not cases and not failures:
+        raise error(f"no {file_ending} images named <case>_0000{file_ending} in {inp}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / PER_CASE).mkdir(exist_ok=True)
+    save_json(prediction_json() if callable(prediction_json) else prediction_json, out / PREDICTION_FILE)
+    todo = [c for c in cases if not (continue_prediction and is_finished(c))]
+    if len(todo) < len(cases):
+        print(f"{len(cases) - len(todo)} case(s) already predicted, {len(todo)} to go")
+    for name in tqdm(todo, desc=desc, unit="case", disable=not progress_bar):
+        try:
+            run_case(listing.cases[name])
+        except fatal:
+            raise
+        except Exception as e:  # noqa: BLE001 - a bad case is reported and skipped; the others are still written
+            failures.append((name, f"{type(e).__name__}: {e}"))
+            if os.environ.get("UADNET_DEBUG"):
+                traceback.print_exc()
+    n = write_scores_csv(out, list(listing.cases))
+    print(f"{n} case(s) in {out / SCORES_FILE}" + (f"; {summary(out)}" if summary is not None else ""))
+    for name, why in failures:
+        print(f"FAILED {name}: {why}")
+    return 1 if failures else 0

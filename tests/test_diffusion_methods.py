@@ -116,6 +116,40 @@ def test_synomaly_scorer_multistage_with_an_oracle():
         _synomaly_scorer(oracle, s, stage_timesteps=[1000])
 
 
+def test_synomaly_fusion_and_per_sample_stopping(monkeypatch):
+    """Without sampling noise the model sees √ᾱ·(current image): stage 2 must start from D·x̂₀ + (1 − D)·x with
+    D the thresholded smoothed difference; a sample whose mask keeps changing runs longer than one that does not."""
+    import uadnet.scoring.diffusion_scorers as ds
+
+    monkeypatch.setattr(ds, "seeded_randn", lambda shape, g, device, dtype: torch.zeros(shape, dtype=dtype))
+    s = DDPMScheduler(1000, "cosine")
+    x = torch.full((2, 1, 20, 20), 0.3)
+    x[0, :, 4:16, 4:16] = 0.9  # sample 0: a lesion the model removes in two steps; sample 1: healthy
+    half = x.clone()
+    half[0, :, 4:16, 4:10] = 0.3
+    healthy = torch.full_like(x, 0.3)
+    targets = [half, healthy, healthy, healthy, healthy]
+    seen = []
+
+    def model(x_t, condition):
+        t = _timestep(s, condition)
+        seen.append(x_t / s.alphas_cumprod[t].sqrt().float().reshape(-1, 1, 1, 1))
+        target = targets[len(seen) - 1].clone()
+        target[1] = x[1]  # the healthy sample is always restored to itself
+        return s.predict_eps(x_t.double(), to_model_range(target).double(), t).float()
+
+    scorer = _synomaly_scorer(model, s, max_stages=5)
+    out = scorer(x)
+    torch.testing.assert_close(seen[0], to_model_range(x), atol=1e-5, rtol=0)
+    x0 = to_model_range(half)
+    diff = (gaussian_blur(to_model_range(x), 0.8) - gaussian_blur(x0, 0.8)).abs().mean(1, keepdim=True)
+    fusion = torch.where(diff >= 0.1, diff, torch.zeros_like(diff)).clamp(max=1)
+    assert 0 < fusion[0].mean() and fusion[1].max() == 0
+    torch.testing.assert_close(seen[1], fusion * x0 + (1 - fusion) * to_model_range(x), atol=1e-5, rtol=0)
+    assert scorer.last_stage_counts == [3, 2]  # the mask grows at stage 2 for sample 0 only
+    torch.testing.assert_close(out[:, 1:], torch.stack([healthy[0], x[1]]), atol=1e-4, rtol=0)
+
+
 # ----------------------------------------------------------------------------------------------------- losses
 def _plans(**synomaly) -> SimpleNamespace:
     from uadnet.plans import ImageConditionedPlan
@@ -137,8 +171,14 @@ def test_image_conditioned_loss_is_zero_for_the_true_noise_and_positive_otherwis
 
     torch.manual_seed(0)
     assert method.training_loss(oracle, batch, "l1", plans).item() < 1e-6
+    torch.manual_seed(0)  # a zero model: the loss is the min-SNR-weighted mean square of the (offset) noise drawn
+    t = torch.randint(0, 1000, (4,))
+    noise = s.offset_noise((4, 2, 8, 8), 0.1)
+    expected = (s.min_snr_weights(t, 1.0) * (noise**2).flatten(1).mean(1)).mean()
     torch.manual_seed(0)
-    assert method.training_loss(lambda inp, c: torch.zeros_like(inp[:, :2]), batch, "l1", plans).item() > 0.05
+    zero = method.training_loss(lambda inp, c: torch.zeros_like(inp[:, :2]), batch, "l1", plans)
+    torch.testing.assert_close(zero, expected, atol=1e-6, rtol=1e-5)
+    assert bool((s.min_snr_weights(t, 1.0) < 1).any())  # the weighting is active for these timesteps
 
 
 def test_synomaly_loss_targets_the_batch_noise():
@@ -175,6 +215,20 @@ def test_synomaly_training_noise_in_a_2d_batch():
         assert (out["anomaly_mask"][i, 0][fg[i, 0] == 0] == 0).all()
 
 
+def test_structured_noise_for_only_some_samples_is_refused():
+    from uadnet.corruption.base import Corrupted
+
+    calls = []
+
+    def sometimes(image, foreground, rng, spacing):
+        calls.append(1)
+        noise = np.zeros_like(image) if len(calls) == 2 else None  # only the second sample carries noise
+        return Corrupted(image.copy(), np.zeros(image.shape[1:], np.float32), 0.0, noise=noise)
+
+    with pytest.raises(ValueError, match="1 of 3 samples"):
+        CorruptionTransform(sometimes, spacing=(1.0, 1.0), seed=0)(data=np.zeros((3, 1, 8, 8), np.float32))
+
+
 def test_autoencoder_has_no_skip_connections():
     plan = NetworkPlan(dim=2, features_per_stage=[8, 16, 32], kernel_sizes=[[3, 3]] * 3,
                        strides=[[1, 1], [2, 2], [2, 2]])
@@ -183,13 +237,11 @@ def test_autoencoder_has_no_skip_connections():
     x = torch.rand(2, 2, 16, 20)
     assert ae(x).shape == x.shape
     assert sum(p.numel() for p in ae.parameters()) < sum(p.numel() for p in unet.parameters())
-    # the decoder cannot see the encoder's full-resolution features: a one-voxel spike is not passed through
-    x2 = x.clone()
-    x2[0, 0, 7, 9] += 5
-    ae.eval()
-    with torch.no_grad():
-        delta = (ae(x2) - ae(x)).abs()[0, 0]
-    assert delta[7, 9] < 5 * 0.5
+    # the decoder sees only the upsampled features, not the encoder's (half the input channels of the UNet's)
+    def first_conv(stage):
+        return next(m for m in stage.modules() if isinstance(m, torch.nn.Conv2d))
+    assert [first_conv(d).in_channels for d in ae.decoder] == [16, 8]
+    assert [first_conv(d).in_channels for d in unet.decoder] == [32, 16]
 
 
 # ----------------------------------------------------------------------------------------------------- end to end

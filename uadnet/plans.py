@@ -36,6 +36,8 @@ class NormalizationPlan:
     ``none``: low 0, high 1 (data already in [0, 1]).
     ``high_maps_to`` < 1 maps ``high`` below 1 instead, leaving headroom: intensities up to
     ``low + (high − low) / high_maps_to`` (e.g. lesions brighter than the upper percentile) stay distinct after the clip.
+    The corruption codebook is rescaled by the planner; after a hand edit of ``high_maps_to``, re-plan (or scale
+    ``corruption.intensity_codebook`` by hand).
     """
 
     channel: str
@@ -206,7 +208,8 @@ class SynomalyPlan:
     ≥ ``fusion_threshold``, else 0, clipped to [0, 1]; next image = D·x̂₀ + (1 − D)·x. Stop when the count of D > 0
     voxels changes by ≤ ``stop_relative_change`` (relative to max(previous count, ``stop_min_voxel_fraction`` of
     the patch)) or after ``max_stages``. Score = |blur(x) − blur(x̂₀)| of the last stage (σ ``score_sigma_voxels``,
-    [0, 1] units)."""
+    [0, 1] units). Unlike the reference code, small components of D are not removed before fusion (the shared
+    postprocessing removes them from the final map)."""
 
     corruption: str = "synomaly_noise"
     num_train_timesteps: int = 1000

@@ -32,12 +32,12 @@ def channel_signs(channel_names: Sequence[str]) -> np.ndarray:
 
 
 def without_clipping(plans: Plans) -> Plans:
-    """A copy of ``plans`` whose per-channel normalisation keeps the plans' ranges (``low`` → 0, ``high`` → 1, e.g.
-    the 0th and 98th percentile of the case's foreground) but does not clip at 1.
+    """A copy of ``plans`` whose per-channel normalisation keeps the plans' mapping (e.g. the case's 0th foreground
+    percentile → 0 and its 98th → ``high_maps_to``, 0.7 for MRI) but does not clip at 1.
 
     The plans clip for the networks; for a baseline that scores intensities directly, clipping ties every voxel
-    above the upper percentile (the brightest 2 % of each brain, and most of a bright lesion) at 1.0, so lesion and
-    healthy voxels could no longer be ranked (on the tiny demo: pooled AP 0.08 clipped vs 0.73 unclipped).
+    above the clip (without headroom: the brightest 2 % of each brain and most of a bright lesion) at 1.0, so lesion
+    and healthy voxels could no longer be ranked (tiny demo, before the headroom: pooled AP 0.08 clipped vs 0.73).
     """
     return dataclasses.replace(plans, normalization=[dataclasses.replace(n, clip=False) for n in plans.normalization])
 

@@ -72,6 +72,7 @@ class CorruptionTransform(AbstractTransform):
         spacing = (1.0, *self.spacing[-2:]) if is2d else self.spacing
         out, masks, sev = np.empty_like(vol), np.empty((b, 1, *vol.shape[2:]), np.float32), np.empty(b, np.float32)
         noise: np.ndarray | None = None
+        with_noise = 0
         for i in range(b):
             j = (i + 1) % b
             kw = {"foreign": vol[j] if b > 1 else None} if self._takes_foreign else {}
@@ -82,9 +83,11 @@ class CorruptionTransform(AbstractTransform):
             if res.noise is not None:
                 noise = np.empty_like(vol) if noise is None else noise
                 noise[i] = res.noise
-            elif noise is not None:
-                raise ValueError("a corruption returned structured noise for some samples of a batch but not all")
+                with_noise += 1
         if noise is not None:
+            if with_noise != b:
+                raise ValueError(f"the corruption returned structured noise for {with_noise} of {b} samples; it must "
+                                 "return it for all or none")
             data_dict["noise"] = noise[:, :, 0] if is2d else noise
         if is2d:
             out, masks = out[:, :, 0], masks[:, :, 0]

@@ -36,7 +36,7 @@ class Method(Protocol):
 
     def training_loss(self, model: nn.Module, batch: dict[str, Tensor], loss: str, plans: Plans) -> Tensor:
         """Scalar loss of one batch (keys as made by ``uadnet.training.dataloading``, as tensors); ``loss`` is the
-        configuration's ``training.loss``."""
+        configuration's ``training.loss`` (a method with its own loss setting, like the DDPMs', may ignore it)."""
         ...
 
     def scorer(self, model: nn.Module, plans: Plans, precision: str) -> Scorer:

@@ -8,7 +8,9 @@ removes blob-like intensity anomalies. Both map images [0, 1] → [−1, 1]; the
 ``t / T`` (its embedding scales by 1000, i.e. the usual DDPM timestep for T = 1000).
 
 Training randomness (timesteps, Gaussian noise) comes from torch's global generator, which the trainer seeds and
-saves in its checkpoints (exact resume); the Synomaly noise comes from the data loader's seeded corruption.
+saves in its checkpoints (exact resume); the Synomaly noise comes from the data loader's seeded corruption. Both
+methods compute the ε loss named in their own plans section (``loss``, default ``mse``), not the configuration's
+``training.loss`` (L1 on images, for the restorers).
 """
 
 from __future__ import annotations
@@ -70,7 +72,11 @@ class Synomaly:
     name: str = "synomaly"
 
     def corruption_name(self, plans: Plans) -> str:
-        return plans.methods.synomaly.corruption
+        name = plans.methods.synomaly.corruption
+        if name == "synomaly":  # the drawing form (galleries) carries no noise for the forward process
+            raise ValueError("methods.synomaly.corruption is 'synomaly' (an older default, which draws the anomaly "
+                             "on the image); the method trains on 'synomaly_noise' — set it in uadnet_plans.json")
+        return name
 
     def build_network(self, plans: Plans, configuration: str | None, num_channels: int) -> nn.Module:
         return ConditionalUNet.from_plans(plans, configuration, num_channels, num_channels)

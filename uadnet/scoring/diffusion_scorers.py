@@ -3,8 +3,9 @@
 restoration (in [0, 1]).
 
 The DDPMs work in [−1, 1] (``2x − 1``). All sampling noise comes from a generator re-seeded with ``seed`` at every
-call, so a patch's score does not depend on the order or the batch in which the sliding window visits it
-(given the batch size) and prediction is reproducible.
+call (batch), so prediction is reproducible: the same input, patch size and batch size give the same maps. A
+tile's noise is its row of the batch's draw, so it is not independent of the tiling; every fold of an ensemble
+uses the same seed.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from uadnet import paths
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="uadnet_demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--budget", type=float, default=15.0, help="training minutes (default %(default)s)")
+    p.add_argument("--budget", type=float, default=20.0, help="training minutes (default %(default)s)")
     p.add_argument("--iterations", type=int, default=None, help="train exactly this many iterations instead")
     p.add_argument("--n_train", type=int, default=40, help="healthy training brains (default 40)")
     p.add_argument("--n_test", type=int, default=20, help="test brains (default 20)")

@@ -4,8 +4,9 @@ hyperintense lesions, e.g. on FLAIR).
 The image goes through the same preprocessing as every trained method (``preprocess_case``: crop to the
 foreground, per-channel normalisation, resampling to the configuration's spacing), so scores are in normalised
 intensity units: 0 is the plans' ``low`` of the case's channel and its ``high`` is ``high_maps_to`` (e.g. the 0th
-and 98th foreground percentile → 0 and 0.7 for MRI). The runner passes plans without the clipping at 1 (``common.without_clipping``), so the
-brightest voxels keep their order above 1; with the plans as they are, scores lie in [0, 1]. The map is brought
+and 98th foreground percentile → 0 and 0.7 for MRI). The runner passes plans without the clipping at 1
+(``common.without_clipping``), so the brightest voxels keep their order above 1; with the plans as they are,
+scores lie in [0, 1]. The map is brought
 back to the input grid like the predictor's (``revert_preprocessing``, linear), and the case score is computed on
 the preprocessed grid, as in prediction and calibration.
 """

@@ -29,8 +29,8 @@ from uadnet.scoring.calibration import case_score
 from uadnet.utilities.file_io import atomic_path, load_json, save_json
 
 #: lower bound of σ, in normalised intensity units (5 % of [0, 1]; with the MRI headroom, where the upper
-#: percentile maps to 0.7, about 7 % of the low-to-high range): where the reference cases barely vary (e.g. background that is 0 in all of them), a tiny σ would turn
-#: noise into huge z-scores
+#: percentile maps to 0.7, about 7 % of the low-to-high range): where the reference cases barely vary (e.g.
+#: background that is 0 in all of them), a tiny σ would turn noise into huge z-scores
 STD_FLOOR = 0.05
 
 

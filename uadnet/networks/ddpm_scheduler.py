@@ -209,7 +209,7 @@ class DDPMScheduler:
 
 
 def seeded_randn(shape: Sequence[int], generator: torch.Generator | None, device: torch.device | str | None,
-           dtype: torch.dtype) -> torch.Tensor:
+                 dtype: torch.dtype) -> torch.Tensor:
     """Standard normal noise drawn on the generator's device (so a CPU generator seeds GPU runs) and moved."""
     src = generator.device if generator is not None else device
     return torch.randn(tuple(shape), generator=generator, device=src, dtype=dtype).to(device=device or src)

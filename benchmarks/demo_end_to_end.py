@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -69,18 +70,22 @@ def main() -> None:
     s = json.loads(summary_file.read_text(encoding="utf-8"))
     pooled, case = s["pooled"], s.get("case_level") or {}
     training_log = next((root / "results").glob("Dataset*_DemoBrain/*__uadnet_plans__2d/fold_0/training_log.txt"))
-    finished = [ln for ln in training_log.read_text(encoding="utf-8").splitlines() if "finished at iteration" in ln]
+    log_text = training_log.read_text(encoding="utf-8")
+    iterations = re.findall(r"finished at iteration (\d+)", log_text)
+    best = re.findall(r"best validation AP ([0-9.]+)", log_text)
+    trained = (f"{iterations[-1]} iterations, best validation AP {float(best[-1]):.3f}" if iterations and best
+               else "?")
     text = "\n".join([
         "## `uadnet_demo` end to end",
         "",
-        (f"`uadnet_demo` {' '.join(args.demo_args)} with its defaults, from an empty folder on this machine (2 "
+        (f"`uadnet_demo{''.join(' ' + a for a in args.demo_args)}` with its defaults, from an empty folder on this machine (2 "
          "cores): builds the demo dataset, plans, preprocesses, trains `cold_ensemble` 2d fold 0 for the default "
          "budget, predicts the 20 test brains, evaluates and draws the overlays."),
         "",
         ("| wall time | peak memory (whole process tree) | training | test pooled AP | best Dice | Dice @1 % FPR "
          "| voxel AUROC | case AUROC |"),
         "|---|---|---|---|---|---|---|---|",
-        (f"| {wall / 60:.1f} min | {peak / 1024:.2f} GB | {finished[-1].split('  ', 1)[-1] if finished else '?'} | "
+        (f"| {wall / 60:.1f} min | {peak / 1024:.2f} GB | {trained} | "
          f"**{pooled['ap']:.3f}** | {pooled['best_dice']:.3f} | {pooled.get('dice_at_threshold') or float('nan'):.3f} "
          f"| {pooled['auroc']:.3f} | {case.get('auroc') if case.get('auroc') is None else round(case['auroc'], 3)} |"),
         "",

@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 import skimage.io
 
 from uadnet.dataset.dataset_json import generate_dataset_json
+
+UADNET_VARS = ("UADNET_RAW", "UADNET_PREPROCESSED", "UADNET_RESULTS")
+
+
+@contextmanager
+def uadnet_folders(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[dict[str, Path]]:
+    """For module-scoped fixtures: three fresh uadnet folders in a new temporary directory ``name``, with the
+    environment variables pointing at them while the context is open; yields ``{variable: folder}``."""
+    root = tmp_path_factory.mktemp(name)
+    folders = {v: root / v for v in UADNET_VARS}
+    with pytest.MonkeyPatch.context() as mp:
+        for var, f in folders.items():
+            f.mkdir()
+            mp.setenv(var, str(f))
+        yield folders
 
 
 def phantom(shape_zyx: tuple[int, int, int], spacing_zyx: tuple[float, float, float], rng: np.random.Generator,

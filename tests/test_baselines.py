@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from tests.synthetic import make_dataset
+from tests.synthetic import make_dataset, uadnet_folders
 from uadnet.baselines import (
     STD_FLOOR,
     BaselineError,
@@ -122,12 +122,8 @@ def demo(tmp_path_factory):
     from uadnet.cli.plan_and_preprocess import main as plan_main
     from uadnet.demo.builder import make_demo_dataset
 
-    root = tmp_path_factory.mktemp("baselines")
-    folders = {v: root / v for v in ("UADNET_RAW", "UADNET_PREPROCESSED", "UADNET_RESULTS")}
-    with pytest.MonkeyPatch.context() as mp:
-        for var, f in folders.items():
-            f.mkdir()
-            mp.setenv(var, str(f))
+    with uadnet_folders(tmp_path_factory, "baselines") as folders:
+        root = folders["UADNET_RAW"].parent
         dataset = make_demo_dataset(folders["UADNET_RAW"], n_train=6, n_test=4, resolution_mm=4.0, seed=0,
                                     disable_progress_bar=True)
         assert plan_main(["-d", "990", "-c", "2d", "-np", "1", "--device", "cpu", *QUIET]) == 0

@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from tests.synthetic import make_dataset
+from tests.synthetic import make_dataset, uadnet_folders
 from uadnet.cli.plan_and_preprocess import main as plan_main
 from uadnet.plans import PLANS_FILE, Plans
 from uadnet.training.dataloading import PreprocessedDataset, UADDataLoader, make_training_pipeline
@@ -18,14 +18,10 @@ CASES = ["case_000", "case_001", "case_002"]
 @pytest.fixture(scope="module")
 def preprocessed(tmp_path_factory):
     """A tiny 3D dataset preprocessed for 2d and 3d; returns (dataset folder, plans)."""
-    root = tmp_path_factory.mktemp("uad")
-    with pytest.MonkeyPatch.context() as mp:
-        for var in ("UADNET_RAW", "UADNET_PREPROCESSED", "UADNET_RESULTS"):
-            (root / var).mkdir()
-            mp.setenv(var, str(root / var))
-        make_dataset(root / "UADNET_RAW", dataset_id=1, kind="3d_iso", n_cases=len(CASES))
+    with uadnet_folders(tmp_path_factory, "uad") as folders:
+        make_dataset(folders["UADNET_RAW"], dataset_id=1, kind="3d_iso", n_cases=len(CASES))
         assert plan_main(["-d", "1", "-np", "1", "--disable_progress_bar", "--device", "cpu"]) == 0
-    folder = root / "UADNET_PREPROCESSED" / "Dataset001_3d_iso"
+    folder = folders["UADNET_PREPROCESSED"] / "Dataset001_3d_iso"
     return folder, Plans.load(folder / PLANS_FILE)
 
 

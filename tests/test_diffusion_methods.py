@@ -15,7 +15,7 @@ import SimpleITK as sitk
 import torch
 from scipy import ndimage
 
-from tests.synthetic import make_dataset
+from tests.synthetic import make_dataset, uadnet_folders
 from uadnet.cli.plan_and_preprocess import main as plan_main
 from uadnet.cli.predict import main as predict_main
 from uadnet.cli.train import main as train_main
@@ -247,12 +247,7 @@ def test_autoencoder_has_no_skip_connections():
 # ----------------------------------------------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("diffusion")
-    folders = {v: root / v for v in ("UADNET_RAW", "UADNET_PREPROCESSED", "UADNET_RESULTS")}
-    with pytest.MonkeyPatch.context() as mp:
-        for var, f in folders.items():
-            f.mkdir()
-            mp.setenv(var, str(f))
+    with uadnet_folders(tmp_path_factory, "diffusion") as folders:
         make_dataset(folders["UADNET_RAW"], dataset_id=1, kind="3d_iso", n_cases=6, n_test=2, seed=3)
         assert plan_main(["-d", "1", "-np", "1", "--disable_progress_bar", "--device", "cpu"]) == 0
         yield folders

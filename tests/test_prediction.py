@@ -13,7 +13,7 @@ import pytest
 import SimpleITK as sitk
 import skimage.io
 
-from tests.synthetic import make_dataset, write_sitk
+from tests.synthetic import make_dataset, uadnet_folders, write_sitk
 from uadnet.cli.evaluate import main as evaluate_main
 from uadnet.cli.plan_and_preprocess import main as plan_main
 from uadnet.cli.predict import main as predict_main
@@ -28,12 +28,7 @@ QUIET = ["--disable_progress_bar", "--precision", "fp32"]
 def env(tmp_path_factory):
     """Three tiny datasets (isotropic 3D with test cases, anisotropic 3D, rotated 2-channel 3D, 2D PNG), each
     planned and trained briefly on fold 0 (the isotropic one on folds 0 and 1, long enough to learn)."""
-    root = tmp_path_factory.mktemp("predict")
-    folders = {v: root / v for v in ("UADNET_RAW", "UADNET_PREPROCESSED", "UADNET_RESULTS")}
-    with pytest.MonkeyPatch.context() as mp:
-        for var, f in folders.items():
-            f.mkdir()
-            mp.setenv(var, str(f))
+    with uadnet_folders(tmp_path_factory, "predict") as folders:
         for i, kind in enumerate(("3d_iso", "3d_aniso", "2ch", "2d_png"), start=1):
             make_dataset(folders["UADNET_RAW"], dataset_id=i, kind=kind, n_cases=6 if i == 1 else 4,
                          n_test=4 if i == 1 else 2, seed=i)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.synthetic import make_dataset
+from tests.synthetic import make_dataset, uadnet_folders
 from uadnet.cli.plan_and_preprocess import main as plan_main
 from uadnet.cli.train import main as train_main
 from uadnet.training.trainer import Trainer, TrainerSettings, learning_rate
@@ -27,12 +27,7 @@ FAST = ["--precision", "fp32", "-np", "0", "--disable_progress_bar"]
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """A tiny 3D dataset (6 cases) planned and preprocessed for 2d and 3d; yields the three folders."""
-    root = tmp_path_factory.mktemp("train")
-    folders = {v: root / v for v in ("UADNET_RAW", "UADNET_PREPROCESSED", "UADNET_RESULTS")}
-    with pytest.MonkeyPatch.context() as mp:
-        for var, f in folders.items():
-            f.mkdir()
-            mp.setenv(var, str(f))
+    with uadnet_folders(tmp_path_factory, "train") as folders:
         make_dataset(folders["UADNET_RAW"], dataset_id=1, kind="3d_iso", n_cases=6)
         assert plan_main(["-d", "1", "-np", "1", "--disable_progress_bar", "--device", "cpu"]) == 0
         yield folders
@@ -148,6 +143,17 @@ def test_3d_configuration_and_multistep_method_train(results):
     assert train_main(["1", "all", "-m", "cold_multistep", "--iterations", "3", "--no_calibration", *FAST]) == 0
     folder = _fold(results, "cold_multistep", fold="all")
     assert (folder / "checkpoint_final.pth").is_file() and not (folder / "calibration.json").exists()
+
+
+def test_time_budget_shortens_the_run_and_its_warmup(results):
+    """An exhausted budget stops the run right after the timing iterations; the warm-up sized for 1000 iterations
+    (200) is cut to fit, so the shortened run is not spent warming up."""
+    assert train_main(["1", "0", "--iterations", "1000", "--time_budget", "0.0001", "--no_calibration",
+                       "--validation_every", "1000", *FAST]) == 0
+    state = _load(_fold(results) / "checkpoint_latest.pth")
+    assert state["iteration"] == state["total_iterations"] <= 25
+    assert state["warmup_iterations"] <= 21
+    assert "time budget" in (_fold(results) / "training_log.txt").read_text(encoding="utf-8")
 
 
 def test_bad_requests_are_clear_errors(results, capsys):

@@ -269,6 +269,8 @@ class Trainer:
             self.log(f"time budget {self.budget_minutes} min at {seconds:.3f} s/iteration: stopping at "
                      f"iteration {fit} instead of {self.total}")
             self.total = fit
+            # the warm-up was sized for the longer run: keep it within the first fifth of the shortened one
+            self.warmup = max(min(self.warmup, fit // 5), iteration)
 
     def ctx_min(self, value: int) -> int:
         """The smallest ``value`` over ranks, so all ranks stop together."""

@@ -11,3 +11,13 @@ def uadnet_env(tmp_path, monkeypatch):
         f.mkdir()
         monkeypatch.setenv(var, str(f))
     return folders
+
+
+@pytest.fixture
+def results(env, tmp_path, monkeypatch):
+    """A fresh results folder per test, with the raw and preprocessed folders of the test module's ``env``
+    fixture (a module-scoped ``{variable: folder}`` dict): trained data is shared, results are not."""
+    for var in ("UADNET_RAW", "UADNET_PREPROCESSED"):
+        monkeypatch.setenv(var, str(env[var]))
+    monkeypatch.setenv("UADNET_RESULTS", str(tmp_path / "results"))
+    return tmp_path / "results"

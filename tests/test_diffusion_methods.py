@@ -253,14 +253,6 @@ def env(tmp_path_factory):
         yield folders
 
 
-@pytest.fixture
-def results(env, tmp_path, monkeypatch):
-    for var in ("UADNET_RAW", "UADNET_PREPROCESSED"):
-        monkeypatch.setenv(var, str(env[var]))
-    monkeypatch.setenv("UADNET_RESULTS", str(tmp_path / "results"))
-    return tmp_path / "results"
-
-
 def _fold(results: Path, method: str, cfg: str = "2d") -> Path:
     return results / "Dataset001_3d_iso" / f"{method}__uadnet_plans__{cfg}" / "fold_0"
 

@@ -33,15 +33,6 @@ def env(tmp_path_factory):
         yield folders
 
 
-@pytest.fixture
-def results(env, tmp_path, monkeypatch):
-    """A fresh results folder per test (the preprocessed data is shared)."""
-    for var in ("UADNET_RAW", "UADNET_PREPROCESSED"):
-        monkeypatch.setenv(var, str(env[var]))
-    monkeypatch.setenv("UADNET_RESULTS", str(tmp_path / "results"))
-    return tmp_path / "results"
-
-
 def _fold(results: Path, method: str = "cold_ensemble", cfg: str = "2d", fold: str = "0") -> Path:
     return results / "Dataset001_3d_iso" / f"{method}__uadnet_plans__{cfg}" / f"fold_{fold}"
 

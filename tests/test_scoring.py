@@ -39,15 +39,21 @@ def test_ensemble_scorer_is_one_forward_pass_and_exact():
         ColdEnsembleScorer(model, [0.0, 0.5])
 
 
-def test_multistep_scorer_follows_the_cold_diffusion_update():
-    """With f ≡ 0 (x̂₀ = 0): x_{t-1} = (α_{t-1}/α_t) x_t, so x_t = (α_t/α_T) x and the accumulated residual is x."""
+def test_multistep_scorer_follows_the_reference_update():
+    """With f ≡ 0 (x̂₀ = 0): x_{t-1} = (α_{t-1}/α_t) x_t, so x_t = (α_t/α_T) x; the score is the mean over steps of
+    |x_t − x̂₀| = mean_t (α_t/α_T) x; the update is clamped to [0, 1]."""
     x = torch.rand(2, 1, 6, 6) + 0.1
     model = Affine(0.0, 0.0)
-    out = ColdMultistepScorer(model, num_steps=4, start_severity=0.8)(x)
+    out = ColdMultistepScorer(model, num_steps=4, start_severity=1.0)(x)
     assert model.calls == 4
-    torch.testing.assert_close([float(s[0]) for s in model.seen], [0.8, 0.6, 0.4, 0.2])
-    torch.testing.assert_close(out[:, :1], x, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close([float(s[0]) for s in model.seen], [1.0, 0.75, 0.5, 0.25])
+    torch.testing.assert_close(out[:, :1], x * (1.0 + 0.75 + 0.5 + 0.25) / 4, rtol=1e-6, atol=1e-6)
     assert out[:, 1:].abs().max() == 0
+    # f = x + 0.5 α on x = 0.8: x̂₀ = 1.3, x_{1/2} = clip(1.05) = 1; x̂₀ = 1.25, x_0 = clip(1.25) = 1;
+    # score = (|0.8 − 1.3| + |1 − 1.25|) / 2 = 0.375
+    bright = ColdMultistepScorer(Affine(1.0, 0.5), num_steps=2, start_severity=1.0)(torch.full((1, 1, 4, 4), 0.8))
+    torch.testing.assert_close(bright[:, 1:], torch.ones(1, 1, 4, 4))
+    torch.testing.assert_close(bright[:, :1], torch.full((1, 1, 4, 4), 0.375))
 
 
 def test_score_volume_returns_score_and_restoration_on_the_volume_grid():

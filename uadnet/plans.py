@@ -74,10 +74,26 @@ class NetworkPlan:
 
 
 @dataclass
+class SizeLaw:
+    """"Many tasks" size law per axis, d = the foreground's extent (voxels) along it. ``distribution`` ``gamma``:
+    ``clip((offset + Gamma(shape, scale)) * d, min * d, max * d)`` (the reference); ``log_uniform``:
+    ``exp(U(log(min * d), log(max * d)))`` (offset and Gamma parameters unused)."""
+
+    offset: float = 0.03
+    gamma_shape: float = 2.0
+    gamma_scale: float = 0.1
+    minimum: float = 0.06
+    maximum: float = 0.8
+    distribution: str = "gamma"
+
+
+@dataclass
 class TrainingPlan:
     """Optimisation. Training stops at ``iterations`` or after ``time_budget_minutes`` (if set). Every
     ``validation_every`` iterations (one "epoch") the EMA model scores up to ``validation_max_cases`` held-out
-    healthy cases carrying seeded ``validation_corruption`` anomalies (pixel AP picks ``checkpoint_best.pth``)."""
+    healthy cases carrying seeded ``validation_corruption`` anomalies (pixel AP picks ``checkpoint_best.pth``; the
+    same anomalies choose the postprocessing). ``validation_size_law``: the sizes of the "many tasks" validation
+    anomalies (null: ``corruption.relative_size_law``, the training law)."""
 
     iterations: int
     time_budget_minutes: float | None
@@ -94,6 +110,7 @@ class TrainingPlan:
     num_workers: int = 2
     validation_corruption: str = "many_tasks_validation"
     validation_max_cases: int = 8
+    validation_size_law: SizeLaw | None = None
 
 
 @dataclass
@@ -124,19 +141,10 @@ class ConfigurationPlan:
 
 
 @dataclass
-class SizeLaw:
-    """"Many tasks" size law per axis: ``clip((offset + Gamma(shape, scale)) * d, min * d, max * d)``, d = patch."""
-
-    offset: float = 0.03
-    gamma_shape: float = 2.0
-    gamma_scale: float = 0.1
-    minimum: float = 0.06
-    maximum: float = 0.8
-
-
-@dataclass
 class CorruptionPlan:
-    """Synthetic-anomaly parameters shared by all families, in physical units."""
+    """Synthetic-anomaly parameters shared by all families, in physical units. ``shape_size_mm``: (min, max) full
+    extent of a shape per axis, drawn ``size_distribution`` ``uniform`` or ``log_uniform`` between them.
+    ``bias_classes``: DAG's choice of biased tissue classes, ``subset`` or ``reference`` (see ``corruption.dag``)."""
 
     shape_size_mm: list[float]
     shape_types: list[str] = field(default_factory=lambda: ["box", "ellipsoid", "blob"])
@@ -149,6 +157,8 @@ class CorruptionPlan:
     max_anomalies: int = 4
     clean_fraction: float = 0.2
     bias_blur_sigma_voxels: float = 1.0
+    size_distribution: str = "uniform"
+    bias_classes: str = "subset"
 
 
 @dataclass
@@ -166,12 +176,13 @@ class ColdEnsemblePlan:
 
 @dataclass
 class ColdMultistepPlan:
-    """``cold_multistep``: FPI corruption; restore from ``start_severity`` to 0 in ``num_steps`` steps;
-    ``residual`` as for ``cold_ensemble``."""
+    """``cold_multistep``: FPI corruption; restore from ``start_severity`` (1, as the reference) to 0 in
+    ``num_steps`` steps, clamping to [0, 1] between steps; score = mean residual over the steps; ``residual`` as
+    for ``cold_ensemble``."""
 
     corruption: str = "fpi"
     num_steps: int = 10
-    start_severity: float = 0.8
+    start_severity: float = 1.0
     residual: bool = True
     anomaly_loss_weight: float = 10.0
 

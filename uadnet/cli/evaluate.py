@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compare anomaly maps (uadnet_predict output) with ground-truth anomaly labels: exact pooled "
                     "voxel AP/AUROC, best Dice (oracle threshold), Dice/precision/recall at the calibrated "
                     "threshold, per-case metrics with bootstrap 95 %% confidence intervals and case-level AUROC/AP "
-                    "when healthy cases are present. Writes summary.json and per_case.csv.")
+                    "when healthy cases are present, lesion-wise detection by lesion size and, with --groups, AP "
+                    "per lesion kind. Writes summary.json and per_case.csv.")
     p.add_argument("-p", "--pred_folder", type=Path, required=True,
                    help="prediction folder: <case>.<ending> anomaly maps (+ optional scores.csv, prediction.json)")
     p.add_argument("-g", "--label_folder", type=Path, required=True,
@@ -42,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--allow_missing_labels", action="store_true",
                    help="ignore anomaly maps that have no label (with a warning) instead of stopping")
+    p.add_argument("--groups", type=Path, default=None,
+                   help="JSON mapping case -> group (lesion kind), or a dataset.json with 'test_case_lesions': "
+                        "reports voxel AP/AUROC per group (pooled with all healthy cases) and lesion-wise "
+                        "detection per group")
     p.add_argument("--disable_progress_bar", action="store_true")
     return p
 
@@ -55,6 +60,13 @@ def _ci(m: dict[str, Any]) -> str:
         return "n/a"
     ci = f" [{m['ci_low']:.4f}, {m['ci_high']:.4f}]" if m["ci_low"] is not None else ""
     return f"{m['mean']:.4f}{ci} (n={m['n']})"
+
+
+def _detected(b: dict[str, Any]) -> str:
+    if b["detected"] is None:
+        return f"{b['lesions']} (detection n/a: no voxel threshold)"
+    rate = f" ({100 * b['detection_rate']:.0f} %)" if b["detection_rate"] is not None else ""
+    return f"{b['detected']}/{b['lesions']} detected{rate}"
 
 
 def print_summary(summary: dict[str, Any]) -> None:
@@ -71,6 +83,15 @@ def print_summary(summary: dict[str, Any]) -> None:
           f"best Dice {_ci(per['best_dice'])}")
     print(f"case level: AUROC {_fmt(c['auroc'])}  AP {_fmt(c['ap'])}  sensitivity {_fmt(c['sensitivity'])}  "
           f"specificity {_fmt(c['specificity'])}")
+    lw = summary["lesion_wise"]
+    for b in [*lw["bins"], lw["all"]]:
+        print(f"lesions {b['bin']}: {_detected(b)}")
+    if lw["false_positive_components"] is not None:
+        print(f"false-positive components: {lw['false_positive_components']} "
+              f"({lw['false_positive_components_in_healthy_cases']} in {lw['num_healthy_cases']} healthy cases)")
+    for name, g in (summary.get("groups") or {}).items():
+        print(f"group {name} ({g['num_cases']} cases + {g['num_healthy_cases_added']} other healthy): AP "
+              f"{_fmt(g['ap'])}  AUROC {_fmt(g['auroc'])}  lesions {_detected(g['lesion_wise']['all'])}")
     print(f"wrote {summary['files']['summary']} and {summary['files']['per_case']}")
 
 
@@ -82,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = evaluate_folder(args.pred_folder, args.label_folder, args.output_file, args.threshold,
                                   args.threshold_from, args.num_bootstrap, args.seed, args.allow_missing_labels,
-                                  args.disable_progress_bar)
+                                  args.disable_progress_bar, groups=args.groups)
     except (ImageReadError, OSError, ValueError) as e:  # EvaluationError is a ValueError
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -14,10 +14,16 @@ def main(argv: list[str] | None = None) -> int:
         "Build a demo dataset (T1 + FLAIR-like brains; healthy training cases; test cases with tumour-like, "
         "white-matter and infarct-like lesions plus healthy ones) from the MNI152 template inside nilearn. "
         "No download. Re-running completes an interrupted build."))
+    p.add_argument("--variant", choices=["demo", "dev_brain", "dev_photo"], default="demo",
+                   help="demo (default): the T1 + FLAIR demo brain; dev_brain / dev_photo: the development datasets "
+                        "(Dataset991_DevBrainT2, single-channel T2-like coronal brains; Dataset992_DevRetina2D, RGB "
+                        "fundus photographs), built differently from the demo for choosing defaults "
+                        "(documentation/development_data.md)")
     p.add_argument("--n_train", type=int, default=40, help="healthy training cases (default 40)")
-    p.add_argument("--n_test", type=int, default=20, help="test cases, every 4th healthy (default 20)")
-    p.add_argument("--id", type=int, default=990, help="dataset id (default 990)")
-    p.add_argument("--name", default="DemoBrain", help="dataset name (default DemoBrain)")
+    p.add_argument("--n_test", type=int, default=None, help="test cases, every 4th healthy (default 20; 24 for the "
+                                                            "development datasets)")
+    p.add_argument("--id", type=int, default=990, help="dataset id of the demo (default 990)")
+    p.add_argument("--name", default="DemoBrain", help="dataset name of the demo (default DemoBrain)")
     p.add_argument("--resolution", type=float, default=2.0, help="isotropic spacing in mm (default 2; 1 = native)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-np", "--num_processes", type=int, default=2)
@@ -25,11 +31,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--disable_progress_bar", action="store_true")
     args = p.parse_args(argv)
     from uadnet.demo.builder import make_demo_dataset
+    from uadnet.demo.development import VARIANTS, make_development_dataset
 
     try:
         root = args.output_root or paths.raw_folder(create=True)
-        folder = make_demo_dataset(root, args.n_train, args.n_test, args.resolution, args.seed, args.id, args.name,
-                                   args.num_processes, args.disable_progress_bar)
+        if args.variant == "demo":
+            n_test = 20 if args.n_test is None else args.n_test
+            folder = make_demo_dataset(root, args.n_train, n_test, args.resolution, args.seed, args.id, args.name,
+                                       args.num_processes, args.disable_progress_bar)
+        else:
+            n_test = 24 if args.n_test is None else args.n_test
+            folder = make_development_dataset(args.variant, root, args.n_train, n_test, args.seed,
+                                              args.num_processes, args.disable_progress_bar, args.resolution)
+            args.id = VARIANTS[args.variant]["id"]
     except (paths.PathError, ImportError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

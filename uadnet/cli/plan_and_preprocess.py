@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from uadnet import paths
 
@@ -38,6 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "0 means none)")
     p.add_argument("--device", choices=["cpu", "cuda", "mps"], default=None,
                    help="plan for this device (default: cuda if available, else cpu)")
+    p.add_argument("--hardware_profile", type=Path, default=None,
+                   help="plan for the hardware in this JSON file (hardware_profile.json or a dataset's "
+                        "planning_hardware.json) instead of this machine's stored or measured profile")
+    p.add_argument("--remeasure_hardware", action="store_true",
+                   help="measure this machine's speed again instead of reusing UADNET_PREPROCESSED/"
+                        "hardware_profile.json (plans depend on it: measure on an idle machine)")
     p.add_argument("--overwrite_plans", action="store_true", help="re-plan even if uadnet_plans.json exists")
     p.add_argument("--clean", action="store_true", help="recompute the fingerprint even if it exists")
     p.add_argument("--codebook_size", type=_codebook_size, default=5,
@@ -64,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             plan_and_preprocess_dataset(name, [] if args.no_preprocessing else args.configurations,
                                         args.num_processes, None, args.memory_target_gb, budget,
                                         args.overwrite_plans, args.clean, args.codebook_size, args.device,
-                                        args.disable_progress_bar)
+                                        args.disable_progress_bar, hardware_profile=args.hardware_profile,
+                                        remeasure_hardware=args.remeasure_hardware)
         except DatasetIntegrityError as e:
             print(f"\n{e}", file=sys.stderr)
             failed = True

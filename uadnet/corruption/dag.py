@@ -4,9 +4,12 @@
 2. texture: a foreign patch, min–max rescaled to the target's range inside the mask, blended with α_tex:
    ``x·(1 − α_tex·m) + fp·α_tex·m``;
 3. intensity bias: quantise each channel to the plans' intensity codebook (nearest centroid, normalised [0, 1]
-   intensities), select a random non-empty subset of the classes, blur the selection (σ in voxels) into b, add
-   ``s·α_b·m·b`` with s = ±1 (classes of the clean image, chosen among those present inside the mask);
-then clip to [0, 1]. α_tex, α_b ~ U(severity_range); severity α = max(α_tex, α_b). Only the mask's bounding box
+   intensities), select classes, blur the selection (σ in voxels) into b, add ``s·α_b·m·b`` with s = ±1;
+then clip to [0, 1]. α_tex, α_b ~ U(severity_range); severity α = max(α_tex, α_b). ``bias_classes``
+``subset`` (default): a uniform-size random non-empty subset of the clean image's classes inside the mask;
+``reference`` (the public code's ``bias.py``): the texture-corrupted image is quantised, class q is picked with
+probability n_q / (N + 1000) (n_q of its voxels among the N inside the mask; none picked → all), and α_b becomes
+the largest change the bias actually made after clipping. Only the mask's bounding box
 (plus the blur margin) is computed. The random draws do not depend on α, so one seed gives the same shape,
 classes and sign at every severity.
 """
@@ -89,13 +92,20 @@ class DAG:
     codebook: Sequence[Sequence[float]] = field(default_factory=list)
     severity_range: Sequence[float] = (0.0, 1.0)
     bias_blur_sigma_voxels: float = 1.0
+    size_distribution: str = "uniform"
+    bias_classes: str = "subset"
+
+    def __post_init__(self) -> None:
+        if self.bias_classes not in ("subset", "reference"):
+            raise ValueError(f"corruption.bias_classes '{self.bias_classes}' is not supported; use 'subset' or "
+                             "'reference' in uadnet_plans.json")
 
     @classmethod
     def from_plans(cls, plans: Plans) -> DAG:
         cp = plans.corruption
         return cls(tuple(cp.shape_size_mm), tuple(cp.shape_types), tuple(cp.edge_sigma_voxels),
                    cp.edge_smoothing_probability, [list(c) for c in cp.intensity_codebook],
-                   severity_range_of(cp), cp.bias_blur_sigma_voxels)
+                   severity_range_of(cp), cp.bias_blur_sigma_voxels, cp.size_distribution, cp.bias_classes)
 
     def channel_codebooks(self, num_channels: int) -> list[list[float]]:
         books = [sorted(c) for c in self.codebook if len(c)] or [list(DEFAULT_CODEBOOK)]
@@ -108,7 +118,8 @@ class DAG:
     def __call__(self, image: np.ndarray, foreground: np.ndarray, rng: np.random.Generator,
                  spacing: Sequence[float], *, foreign: np.ndarray | None = None) -> Corrupted:
         mask = random_shape(image.shape[1:], foreground, rng, spacing, self.size_mm, self.shape_types,
-                            self.edge_sigma_voxels, self.edge_probability)
+                            self.edge_sigma_voxels, self.edge_probability,
+                            size_distribution=self.size_distribution)
         a_tex, a_b = (float(a) for a in rng.uniform(*self.severity_range, size=2))
         sign = 1.0 if rng.random() < 0.5 else -1.0
         fp = foreign_image(image, rng, foreign)
@@ -119,12 +130,22 @@ class DAG:
         crop = (slice(None),) + box
         m, x = mask[box], image[crop]
         books = self.channel_codebooks(image.shape[0])
-        classes = []  # per channel, a random non-empty subset of the clean image's classes inside the mask
+        textured = texture(x, fp[crop], m, a_tex)
+        reference = self.bias_classes == "reference"
+        quantised_from = textured if reference else x
+        classes = []
         for ch, book in enumerate(books):
-            present = np.unique(quantise(x[ch][m > 0], book))
-            classes.append(rng.choice(present, rng.integers(1, present.size + 1), replace=False))
-        out = texture(x, fp[crop], m, a_tex)
-        out = intensity_bias(out, m, books, classes, a_b, sign, self.bias_blur_sigma_voxels, reference=x)
+            labels = quantise(quantised_from[ch][m > 0], book)
+            present, counts = np.unique(labels, return_counts=True)
+            if reference:  # class q with probability n_q / (N + 1000); none picked: all classes (bias.py)
+                picked = present[rng.random(present.size) < counts / (labels.size + 1000.0)]
+                classes.append(picked if picked.size else present)
+            else:  # a random non-empty subset of the clean image's classes inside the mask
+                classes.append(rng.choice(present, rng.integers(1, present.size + 1), replace=False))
+        out = np.clip(intensity_bias(textured, m, books, classes, a_b, sign, self.bias_blur_sigma_voxels,
+                                     reference=quantised_from), 0.0, 1.0)
+        if reference:  # condition on the bias actually applied (after clipping), as the reference does
+            a_b = float(np.abs(out - np.clip(textured, 0.0, 1.0)).max()) if a_b > 0 else 0.0
         result = image.astype(np.float32, copy=True)
-        result[crop] = np.clip(out, 0.0, 1.0)
+        result[crop] = out
         return Corrupted(result, mask, max(a_tex, a_b))

@@ -48,17 +48,19 @@ class FPI:
     edge_sigma_voxels: Sequence[float] = (0.0, 5.0)
     edge_probability: float = 0.7
     severity_range: Sequence[float] = (0.0, 1.0)
+    size_distribution: str = "uniform"
 
     @classmethod
     def from_plans(cls, plans: Plans) -> FPI:
         cp = plans.corruption
         return cls(tuple(cp.shape_size_mm), tuple(cp.shape_types), tuple(cp.edge_sigma_voxels),
-                   cp.edge_smoothing_probability, severity_range_of(cp))
+                   cp.edge_smoothing_probability, severity_range_of(cp), cp.size_distribution)
 
     def __call__(self, image: np.ndarray, foreground: np.ndarray, rng: np.random.Generator,
                  spacing: Sequence[float], *, foreign: np.ndarray | None = None) -> Corrupted:
         mask = random_shape(image.shape[1:], foreground, rng, spacing, self.size_mm, self.shape_types,
-                            self.edge_sigma_voxels, self.edge_probability)
+                            self.edge_sigma_voxels, self.edge_probability,
+                            size_distribution=self.size_distribution)
         alpha = float(rng.uniform(*self.severity_range))
         fp = foreign_image(image, rng, foreign)
         if alpha == 0.0 or not mask.any():

@@ -42,8 +42,14 @@ if TYPE_CHECKING:
 
 # ----------------------------------------------------------------------------------------------------- shapes
 def sample_sizes(rng: np.random.Generator, spatial_shape: Sequence[int], law: SizeLaw) -> np.ndarray:
-    """Per-axis shape sizes in voxels: ``clip((offset + Γ(k, θ))·d, minimum·d, maximum·d)`` with ``d`` = axis size."""
+    """Per-axis shape sizes in voxels, ``d`` = axis size: ``clip((offset + Γ(k, θ))·d, minimum·d, maximum·d)``
+    (``law.distribution`` ``gamma``) or log-uniform in ``[minimum·d, maximum·d]`` (``log_uniform``)."""
     d = np.asarray(spatial_shape, float)
+    if law.distribution == "log_uniform":
+        return np.exp(rng.uniform(np.log(law.minimum * d), np.log(law.maximum * d)))
+    if law.distribution != "gamma":
+        raise ValueError(f"size law distribution '{law.distribution}' is not supported; use 'gamma' or 'log_uniform' "
+                         "in uadnet_plans.json")
     raw = (law.offset + rng.gamma(law.gamma_shape, law.gamma_scale, size=d.size)) * d
     return np.clip(raw, law.minimum * d, law.maximum * d)
 

@@ -43,12 +43,13 @@ def random_shape(shape_zyx: Sequence[int], foreground: np.ndarray, rng: np.rando
                  spacing: Sequence[float], size_mm: Sequence[float] = (10.0, 44.0),
                  types: Sequence[str] = SHAPE_TYPES, edge_sigma_voxels: Sequence[float] = (0.0, 5.0),
                  edge_probability: float = 0.7, rotate: bool = True,
-                 center: Sequence[int] | None = None) -> np.ndarray:
+                 center: Sequence[int] | None = None, size_distribution: str = "uniform") -> np.ndarray:
     """A soft mask ``(z, y, x)`` float32 in [0, 1]: one random shape centred on a random foreground voxel.
 
-    ``size_mm``: (min, max) full extent (side / diameter) in mm, drawn per axis. ``types``: subset of
-    ``SHAPE_TYPES``. With probability ``edge_probability`` the edges are Gaussian-softened with σ ~ U(edge range)
-    voxels of the finest axis (the same σ in mm on every axis; then rescaled so the peak is 1). The mask is 0
+    ``size_mm``: (min, max) full extent (side / diameter) in mm, drawn per axis, ``size_distribution``
+    ``uniform`` or ``log_uniform`` (as many shapes between 2 and 4 mm as between 20 and 40 mm). ``types``: subset
+    of ``SHAPE_TYPES``. With probability ``edge_probability`` the edges are Gaussian-softened with σ ~ U(edge
+    range) voxels of the finest axis (the same σ in mm on every axis; then rescaled so the peak is 1). The mask is 0
     outside ``foreground``; all zeros if it is empty.
     ``center``: fix the centre voxel ``(z, y, x)`` instead of drawing it (tests, visualisation).
     """
@@ -69,7 +70,13 @@ def random_shape(shape_zyx: Sequence[int], foreground: np.ndarray, rng: np.rando
     sp = np.asarray(spacing, float)[sl]
     c = np.asarray(center, int)[sl]
     nd = len(dims)
-    semi = rng.uniform(size_mm[0], size_mm[1], nd) / 2.0  # semi-axes in mm
+    if size_distribution == "uniform":
+        semi = rng.uniform(size_mm[0], size_mm[1], nd) / 2.0  # semi-axes in mm
+    elif size_distribution == "log_uniform":
+        semi = np.exp(rng.uniform(np.log(size_mm[0]), np.log(size_mm[1]), nd)) / 2.0
+    else:
+        raise ValueError(f"corruption.size_distribution '{size_distribution}' is not supported; use 'uniform' or "
+                         "'log_uniform' in uadnet_plans.json")
     rot = random_rotation(rng, nd) if rotate else np.eye(nd)
     sigma = rng.uniform(*edge_sigma_voxels) if rng.random() < edge_probability else 0.0
     sigma_axes = sigma * sp.min() / sp  # σ is in voxels of the finest axis: the same blur in mm on every axis

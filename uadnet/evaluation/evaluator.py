@@ -6,7 +6,7 @@ Prediction folder (what ``uadnet_predict`` writes): per case ``case.<ending>`` (
 Label folder: ``case.<ending>``, a voxel is anomalous where the label is > 0. File endings are those of the
 registered readers (``uadnet.imageio``); maps and labels may use different endings (e.g. ``.tif`` maps for
 ``.png`` labels). Results go to ``summary.json`` and ``per_case.csv`` (written atomically, no NaN: undefined
-metrics are ``null`` / empty cells).
+metrics are ``null`` / empty cells). Lesion-wise detection by size and per-group AP: ``lesion_wise``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from uadnet.evaluation import metrics
+from uadnet.evaluation import lesion_wise, metrics
 from uadnet.imageio.base_reader_writer import Properties
 from uadnet.imageio.reader_writer_registry import READER_WRITERS, reader_writer_for
 from uadnet.utilities.file_io import atomic_path, load_json, save_json
@@ -38,7 +38,8 @@ _DERIVED = re.compile(r"(_mask|_restoration_\d{4})$")  # predictor outputs besid
 _BOOTSTRAPPED = ("ap", "auroc", "dice_at_threshold", "best_dice")
 PER_CASE_COLUMNS = ("case", "anomalous", "score", "flagged", "num_voxels", "num_positive", "ap", "auroc",
                     "best_dice", "best_dice_threshold", "dice_at_threshold", "precision_at_threshold",
-                    "recall_at_threshold", "fp_fraction_at_threshold", "tp", "fp", "fn", "map_file", "label_file")
+                    "recall_at_threshold", "fp_fraction_at_threshold", "tp", "fp", "fn", "lesions", "lesions_detected",
+                    "fp_components", "map_file", "label_file")
 
 
 class EvaluationError(ValueError):
@@ -209,8 +210,28 @@ def _pair_cases(pred_folder: Path, label_folder: Path, allow_missing_labels: boo
     return [(c, maps[c], labels[c]) for c in sorted(labels)]
 
 
-def _load_case(map_path: Path, label_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read one map/label pair, check they share a grid, return flattened float32 scores and bool labels."""
+def load_groups(path: str | os.PathLike) -> dict[str, str]:
+    """``case → group name`` from a JSON object of strings, or from the ``test_case_lesions`` object of a
+    ``dataset.json`` (as the demo builders write it)."""
+    path = Path(path)
+    fix = ('give a JSON object mapping case to group name, e.g. {"test_000": "tumour", "test_003": "healthy"}, '
+           "or a dataset.json with such an object under 'test_case_lesions'")
+    if not path.is_file():
+        raise EvaluationError(f"--groups {path}: no such file; {fix}.")
+    try:
+        data = load_json(path)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise EvaluationError(f"--groups {path}: not valid JSON ({e}); {fix}.") from None
+    if isinstance(data, dict) and "test_case_lesions" in data:
+        data = data["test_case_lesions"]
+    if not isinstance(data, dict) or not all(isinstance(v, str) and v for v in data.values()):
+        raise EvaluationError(f"--groups {path}: not a JSON object of non-empty strings; {fix}.")
+    return data
+
+
+def _load_case(map_path: Path, label_path: Path) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """Read one map/label pair and check they share a grid; return float32 scores and bool labels, both
+    ``(z, y, x)``, and the label's spacing (mm, ``(z, y, x)``)."""
     amap, map_props = _read(map_path)
     label, label_props = _read(label_path)
     if amap.shape[0] != 1:
@@ -223,7 +244,7 @@ def _load_case(map_path: Path, label_path: Path) -> tuple[np.ndarray, np.ndarray
             "resample the label onto the image grid (nearest neighbour).")
     if not np.isfinite(amap).all():
         raise EvaluationError(f"{map_path}: contains NaN or Inf; re-run the prediction for this case.")
-    return amap[0].astype(np.float32, copy=False).ravel(), (label > 0).any(axis=0).ravel()
+    return amap[0].astype(np.float32, copy=False), (label > 0).any(axis=0), list(label_props["spacing"])
 
 
 def _clean(obj: Any) -> Any:
@@ -252,9 +273,10 @@ def evaluate_folder(pred_folder: str | os.PathLike, label_folder: str | os.PathL
                     output_file: str | os.PathLike | None = None, threshold: float | None = None,
                     threshold_from: str | os.PathLike | None = None, num_bootstrap: int = 1000, seed: int = 0,
                     allow_missing_labels: bool = False, disable_progress_bar: bool = False,
-                    verbose: bool = True) -> dict[str, Any]:
+                    verbose: bool = True, groups: str | os.PathLike | None = None) -> dict[str, Any]:
     """Evaluate every labelled case; write ``summary.json`` (default ``pred_folder/summary.json``) and
-    ``per_case.csv`` beside it; return the summary. Notes and warnings are printed to stderr when ``verbose``."""
+    ``per_case.csv`` beside it; return the summary. Notes and warnings are printed to stderr when ``verbose``.
+    ``groups``: JSON file mapping case → group (lesion kind), see ``load_groups``; adds ``summary["groups"]``."""
     pred_folder, label_folder = Path(pred_folder), Path(label_folder)
     output_file = Path(output_file) if output_file is not None else pred_folder / SUMMARY_FILE
     if num_bootstrap < 0:
@@ -267,6 +289,7 @@ def evaluate_folder(pred_folder: str | os.PathLike, label_folder: str | os.PathL
             print(msg if msg.startswith("warning:") else f"note: {msg}", file=sys.stderr)
 
     pairs = _pair_cases(pred_folder, label_folder, allow_missing_labels, note)
+    group_of = load_groups(groups) if groups is not None else None
     thr = resolve_thresholds(pred_folder, threshold, threshold_from)
     t_voxel, t_case = thr["voxel_threshold"], thr["case_threshold"]
     if t_voxel is None:
@@ -289,8 +312,11 @@ def evaluate_folder(pred_folder: str | os.PathLike, label_folder: str | os.PathL
     rows: list[dict[str, Any]] = []
     pooled_s: list[np.ndarray] = []
     pooled_y: list[np.ndarray] = []
+    lesions: list[lesion_wise.CaseLesions] = []
     for case, map_path, label_path in tqdm(pairs, desc="evaluating", unit="case", disable=disable_progress_bar):
-        s, y = _load_case(map_path, label_path)
+        s, y, spacing = _load_case(map_path, label_path)
+        lesions.append(lesion_wise.case_lesions(s, y, spacing, t_voxel))
+        s, y = s.ravel(), y.ravel()
         row: dict[str, Any] = {"case": case, "anomalous": int(y.any())}
         if csv_scores is not None:
             row["score"], row["flagged"] = csv_scores[case]
@@ -299,11 +325,20 @@ def evaluate_folder(pred_folder: str | os.PathLike, label_folder: str | os.PathL
         else:
             row["score"], row["flagged"] = metrics.top_fraction_mean(s), None
         row.update(metrics.case_metrics(s, y, t_voxel))
+        row.update(lesions[-1].row())
         row["map_file"], row["label_file"] = str(map_path), str(label_path)
         rows.append(row)
         pooled_s.append(s)
         pooled_y.append(y)
 
+    group_summary = None
+    if group_of is not None:
+        case_groups = [group_of.get(r["case"], lesion_wise.UNLISTED_GROUP) for r in rows]
+        unlisted = [r["case"] for r in rows if r["case"] not in group_of]
+        if unlisted:
+            note(f"{len(unlisted)} case(s) not in {groups} are in group '{lesion_wise.UNLISTED_GROUP}': "
+                 f"{', '.join(unlisted[:10])}{' ...' if len(unlisted) > 10 else ''}")
+        group_summary = lesion_wise.group_summaries(case_groups, lesions, pooled_s, pooled_y, t_voxel)
     s_all, y_all = metrics.pool(pooled_s, pooled_y)
     del pooled_s, pooled_y
     pooled: dict[str, Any] = {"num_voxels": int(s_all.size), "num_positive": int(np.count_nonzero(y_all))}
@@ -339,6 +374,9 @@ def evaluate_folder(pred_folder: str | os.PathLike, label_folder: str | os.PathL
         "per_case_mean": per_case,
         "bootstrap": {"num_bootstrap": num_bootstrap, "seed": seed, "confidence": 0.95, "resampled": "cases"},
         "case_level": case_level,
+        "lesion_wise": lesion_wise.summarize(lesions, t_voxel),
+        "groups_file": None if groups is None else str(groups),
+        "groups": group_summary,
         "notes": notes,
         "cases": [{k: r.get(k) for k in PER_CASE_COLUMNS} for r in rows],
     })

@@ -83,12 +83,18 @@ def _threshold_in_dtype(threshold: float, dtype: np.dtype) -> Any:
     return t
 
 
+def at_or_above(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """Boolean ``scores >= threshold`` (same shape), compared exactly also for float16/float32 scores."""
+    s = np.asarray(scores)
+    if s.dtype.kind == "f" and s.dtype.itemsize < 8:
+        threshold = _threshold_in_dtype(float(threshold), s.dtype)
+    return s >= threshold
+
+
 def confusion_at_threshold(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, int]:
     """Voxel counts ``tp, fp, fn, tn`` when ``score >= threshold`` is called anomalous (compared exactly)."""
     s, y = _flat(scores, labels)
-    if s.dtype.kind == "f" and s.dtype.itemsize < 8:
-        threshold = _threshold_in_dtype(float(threshold), s.dtype)
-    pred = s >= threshold
+    pred = at_or_above(s, threshold)
     tp = int(np.count_nonzero(pred & y))
     fp = int(np.count_nonzero(pred)) - tp
     fn = int(np.count_nonzero(y)) - tp

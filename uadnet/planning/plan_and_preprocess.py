@@ -14,7 +14,7 @@ from uadnet import paths
 from uadnet.dataset.raw_dataset import RawDataset
 from uadnet.imageio import reader_writer_class
 from uadnet.planning.fingerprint import extract_fingerprint
-from uadnet.planning.hardware import HardwareInfo, detect_hardware
+from uadnet.planning.hardware import HardwareInfo, resolve_hardware, save_profile
 from uadnet.planning.planner import plan_experiment
 from uadnet.planning.splits import ensure_splits
 from uadnet.plans import FINGERPRINT_FILE, PLANS_FILE, SPLITS_FILE, Plans
@@ -62,13 +62,16 @@ def plan_and_preprocess_dataset(dataset: str | int, configurations: list[str] | 
                                 memory_target_gb: float | None = None, time_budget_minutes: float | None = -1.0,
                                 overwrite_plans: bool = False, refingerprint: bool = False,
                                 codebook_size: int | str = 5, device: str | None = None,
-                                disable_progress_bar: bool = False, verbose: bool = True) -> Plans:
+                                disable_progress_bar: bool = False, verbose: bool = True,
+                                hardware_profile: str | Path | None = None, remeasure_hardware: bool = False) -> Plans:
     """Run fingerprint, planning and preprocessing for one dataset; each stage reuses what exists.
 
     Existing plans are kept (they may hold hand edits) unless ``overwrite_plans``; preprocessed cases whose
     preprocessing key matches the plans are skipped, so an interrupted run continues where it stopped. The
     fingerprint is recomputed when ``refingerprint`` or when the training cases changed. ``hardware`` is
-    detected for ``device`` (default: CUDA if available) only when planning is needed and it is not given.
+    resolved only when planning is needed and it is not given: from ``hardware_profile`` (a JSON file) if given,
+    else this machine's cached profile in ``UADNET_PREPROCESSED`` (measured once for ``device``, default CUDA if
+    available; ``remeasure_hardware`` measures again), see :mod:`uadnet.planning.hardware`.
     """
     name = paths.resolve_dataset_name(dataset)
     raw = RawDataset(paths.raw_folder() / name)
@@ -95,13 +98,16 @@ def plan_and_preprocess_dataset(dataset: str | int, configurations: list[str] | 
     if plans_path.is_file() and not overwrite_plans:
         plans = Plans.load(plans_path)
         say(f"[{name}] using existing {plans_path} (hand edits kept; --overwrite_plans to re-plan)")
+        if hardware_profile is not None or remeasure_hardware:
+            say(f"[{name}] note: the hardware options only matter when planning; add --overwrite_plans to re-plan")
     else:
         if hardware is None:
-            hardware = detect_hardware(device)
+            hardware = resolve_hardware(device, hardware_profile, paths.preprocessed_folder(create=True),
+                                        remeasure_hardware, say)
         plans = plan_experiment(fingerprint, hardware, memory_target_gb, time_budget_minutes,
                                 reader_override=raw.dataset_json.get("overwrite_image_reader_writer"))
         plans.save(plans_path)
-        save_json({"hardware": hardware.to_dict()}, out / "planning_hardware.json")
+        save_profile(hardware, out / "planning_hardware.json")
     say(summarize_plans(plans))
 
     ensure_splits(out / SPLITS_FILE, list(cases))

@@ -8,15 +8,17 @@ Rules (each result lands in ``uadnet_plans.json`` and can be edited there):
 * ``2d`` always exists; ``3d`` only for 3D data whose target spacing is not too anisotropic (ratio <= 3) and
   whose median image has at least 8 voxels along every axis;
 * patch = the median foreground-cropped image (whole slices in 2D), rounded to the network's downsampling,
-  shrunk until the compute target fits; on CPU a 2D slice larger than the target is first coarsened by at most
-  2x in plane (whole-slice context is worth more than resolution at a CPU budget);
+  shrunk until the compute target fits; the 2D in-plane spacing is not coarsened on a CPU
+  (``MAX_CPU_INPLANE_COARSENING``: coarsening a 256² photograph 2x to see whole images halved the development
+  AP and cut small-lesion AP five-fold; the sliding window tiles the native grid instead);
 * network depth: downsample an axis while it stays >= 4 voxels (and is not much coarser than the others);
   widths double per stage from a base, capped;
 * under a time budget the patch shrinks (not below 32 voxels per axis) until a batch of 2 leaves room for 1000
   iterations; the batch size comes from the memory target, then shrinks until 1000 iterations fit (at least 2);
   3D batches hold at most 5 % of all training voxels (nnU-Net's rule);
 * corruption sizes scale the reference 10-44 mm (on a ~150 mm brain) to the data's smaller in-plane foreground
-  extent.
+  extent, drawn uniformly (``corruption.size_distribution``; ``log_uniform`` from a few voxels was measured and
+  is worse at a CPU budget: documentation/benchmarks.md, development runs).
 """
 
 from __future__ import annotations
@@ -48,6 +50,10 @@ from uadnet.plans import (
 ANISOTROPY_THRESHOLD = 3.0
 REFERENCE_SHAPE_SIZE_MM = (10.0, 44.0)  # DISYRE v2 on 1 mm brain MRI
 REFERENCE_EXTENT_MM = 150.0  # typical in-plane brain extent those sizes were chosen for
+# Training shape sizes: the reference's uniform 10-44 mm (scaled). Log-uniform sizes from 2 voxels (with the edge blur
+# capped by the shape size) cut the development brain's test AP from 0.123 to 0.011 at the AVX2 budget (1003
+# iterations of 18 slices): small training shapes did not teach small lesions and cost the large ones.
+SIZE_DISTRIBUTION = "uniform"
 MIN_FEATURE_SIZE = 4
 MIN_PATCH_EDGE = 32  # voxels; patches are not shrunk below this (or the image) to meet a target
 NUM_SEVERITIES = 4
@@ -56,6 +62,11 @@ NUM_SEVERITIES = 4
 # runs of cold_ensemble: test pooled AP 0.49 with 0.7 vs 0.09 with 1.0; documentation/benchmarks.md).
 PERCENTILE_HIGH_MAPS_TO = 0.7
 MIN_ITERATIONS = 1000  # a time budget shrinks the batch until at least this many steps fit
+# Largest in-plane coarsening of 2D slices on a CPU (1 = none). Was 2: a 256² RGB photograph then trained and was
+# scored at ~128² (development photographs, AVX2 budget: pooled AP 0.050 coarsened vs 0.102 native, small-lesion AP
+# 0.018 vs 0.088, case AUROC 0.42 vs 0.74; documentation/benchmarks.md). Cost of native: more tiles per slice at
+# prediction (e.g. 9 instead of 1 for 256² with 128² patches), less context per training patch.
+MAX_CPU_INPLANE_COARSENING = 1.0
 # per device: (max 2D patch voxels, max 3D patch voxels, base width, max width 2D, max width 3D, max batch)
 DEVICE_TARGETS = {
     "cpu": (128 * 128, 64 ** 3, 16, 128, 128, 32),
@@ -258,12 +269,12 @@ def plan_experiment(fingerprint: dict[str, Any], hardware: HardwareInfo | None =
     target = fullres_target_spacing(spacings, shapes)
 
     configurations: dict[str, ConfigurationPlan] = {}
-    # 2D: slices along axis 0, in-plane spacing as planned, coarsened on CPU if a median slice is too large
+    # 2D: slices along axis 0, in-plane spacing as planned (coarsened on CPU only if MAX_CPU_INPLANE_COARSENING > 1)
     spacing_2d = list(target)
     inplane = np.median(shapes[:, 1:] * spacings[:, 1:] / np.asarray(target[1:]), 0)
     max_2d = DEVICE_TARGETS["cpu" if on_cpu else "gpu"][0]
-    if on_cpu and np.prod(inplane) > max_2d:
-        factor = min(math.sqrt(np.prod(inplane) / max_2d), 2.0)
+    if on_cpu and np.prod(inplane) > max_2d and MAX_CPU_INPLANE_COARSENING > 1:
+        factor = min(math.sqrt(np.prod(inplane) / max_2d), MAX_CPU_INPLANE_COARSENING)
         spacing_2d[1:] = [s * factor for s in target[1:]]
         inplane = inplane / factor
     median_2d = [float(np.median(shapes[:, 0])), *inplane]
@@ -296,7 +307,8 @@ def plan_experiment(fingerprint: dict[str, Any], hardware: HardwareInfo | None =
     # the fingerprint's codebook is in [0, 1] with high → 1; rescale it to each channel's high_maps_to
     codebook = [[round(v * normalization[ch].high_maps_to, 6) for v in fingerprint["intensity_codebook"][str(ch)]
                  ["centroids"]] for ch in range(len(names))]
-    corruption = CorruptionPlan(shape_size_mm=size_mm, intensity_codebook=codebook)
+    corruption = CorruptionPlan(shape_size_mm=size_mm, intensity_codebook=codebook,
+                                size_distribution=SIZE_DISTRIBUTION)
 
     severities = [round((k + 1) / (NUM_SEVERITIES + 1), 4) for k in range(NUM_SEVERITIES)]
     methods = MethodsPlan(cold_ensemble=ColdEnsemblePlan(severities=severities),

@@ -45,9 +45,10 @@ class ColdEnsembleScorer:
 
 
 class ColdMultistepScorer:
-    """Multi-step cold-diffusion restoration (DISYRE): from α_T = ``start_severity`` down to 0 in ``num_steps``
-    equal steps, ``x_{t-1} = x̂₀ + (α_{t-1} / α_t)(x_t − x̂₀)`` with ``x̂₀ = f(x_t, α_t)``; score = accumulated
-    residual ``Σ_t |x_t − x_{t-1}|`` (channel-mean); restoration = the final ``x_0``."""
+    """Multi-step cold-diffusion restoration (DISYRE, reference formulation): from α_T = ``start_severity`` (1 in the
+    reference) down to 0 in ``num_steps`` equal steps, ``x̂₀ = f(x_t, α_t)``, ``x_{t-1} = clip(x̂₀ + (α_{t-1} / α_t)
+    (x_t − x̂₀), 0, 1)``; score = the mean over steps of the restoration residual ``|x_t − x̂₀|`` (channel mean);
+    restoration = the final ``x_0``."""
 
     def __init__(self, model: nn.Module, num_steps: int, start_severity: float, precision: str = "fp32") -> None:
         if num_steps < 1 or not 0.0 < start_severity <= 1.0:
@@ -60,10 +61,9 @@ class ColdMultistepScorer:
         for a_t, a_next in zip(self.alphas[:-1], self.alphas[1:]):
             with autocast(x.device, self.precision):
                 x0 = self.model(current, torch.full((x.shape[0],), a_t, device=x.device)).float()
-            nxt = x0 + (a_next / a_t) * (current - x0)
-            score = score + (current - nxt).abs().mean(1, keepdim=True)
-            current = nxt
-        return torch.cat([score, current], dim=1)
+            score = score + (current - x0).abs().mean(1, keepdim=True)
+            current = (x0 + (a_next / a_t) * (current - x0)).clamp(0.0, 1.0)
+        return torch.cat([score / (len(self.alphas) - 1), current], dim=1)
 
 
 class ReconstructionScorer:

@@ -1,0 +1,109 @@
+"""The hardware measurement the plans depend on: robust, stored, reusable, and plans that do not change."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.synthetic import make_dataset
+from uadnet.planning import hardware as hw
+from uadnet.planning.hardware import HardwareInfo, HardwareProfileError
+from uadnet.planning.plan_and_preprocess import plan_and_preprocess_dataset
+from uadnet.plans import PLANS_FILE
+
+
+def test_grid_rounds_down_to_powers_of_the_step():
+    assert hw.on_grid(hw.GFLOPS_GRID ** 20) == pytest.approx(hw.GFLOPS_GRID ** 20, rel=1e-3)
+    assert hw.on_grid(hw.GFLOPS_GRID ** 20 * 1.1) == hw.on_grid(hw.GFLOPS_GRID ** 20)  # within a step: the same
+    assert hw.on_grid(hw.GFLOPS_GRID ** 20 * 0.99) < hw.on_grid(hw.GFLOPS_GRID ** 20)
+    assert hw.matching_step([100.0, 100.0 * hw.GFLOPS_GRID]) and not hw.matching_step([100.0, 130.0])
+
+
+def test_best_of_bursts_takes_the_fastest_burst():
+    rates = iter([10.0, 50.0, 20.0, 40.0, 30.0])
+    assert hw.best_of_bursts(lambda: next(rates), 5) == (50.0, 30.0)
+
+
+def test_busy_machine_warns_and_names_the_fix(monkeypatch):
+    monkeypatch.setattr(hw, "others_cpu_fraction", lambda measure: ((100.0, 40.0), 0.9))
+    warnings: list[str] = []
+    value = hw.measure_gflops("cpu", warnings.append)
+    assert len(warnings) == 1 and "busy" in warnings[0] and "--hardware_profile" in warnings[0]
+    assert "90 %" in warnings[0] and "median" in warnings[0]
+    assert value >= hw.on_grid(100.0)  # the best burst (times the threads) counts, not the median
+    monkeypatch.setattr(hw, "others_cpu_fraction", lambda measure: ((100.0, 95.0), 0.0))
+    warnings.clear()
+    hw.measure_gflops("cpu", warnings.append)
+    assert warnings == []
+
+
+def test_real_measurement_is_reproducible_within_one_step():
+    values = [hw.measure_gflops("cpu", lambda m: None) for _ in range(3)]
+    assert all(v > 0 for v in values)
+    assert hw.matching_step(values), values
+
+
+def test_profile_is_stored_reused_and_remeasured(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_detect(device=None, measure=True):
+        calls.append(device)
+        return HardwareInfo("cpu", False, 2, 8.0, 64.0 * len(calls))
+
+    monkeypatch.setattr(hw, "detect_hardware", fake_detect)
+    first = hw.resolve_hardware("cpu", None, tmp_path, say=lambda m: None)
+    again = hw.resolve_hardware("cpu", None, tmp_path, say=lambda m: None)
+    assert first == again and len(calls) == 1  # reused from tmp_path/hardware_profile.json
+    stored = json.loads((tmp_path / hw.PROFILE_FILE).read_text())
+    assert stored["hardware"]["gflops"] == 64.0 and stored["machine"]["cpu_model"]
+    remeasured = hw.resolve_hardware("cpu", None, tmp_path, remeasure=True, say=lambda m: None)
+    assert remeasured.gflops == 128.0 and len(calls) == 2
+    # a profile from another machine is not reused
+    stored = json.loads((tmp_path / hw.PROFILE_FILE).read_text())
+    stored["machine"]["cpu_model"] = "some other CPU"
+    (tmp_path / hw.PROFILE_FILE).write_text(json.dumps(stored))
+    assert hw.resolve_hardware("cpu", None, tmp_path, say=lambda m: None).gflops == 192.0 and len(calls) == 3
+    # an explicit profile wins and measures nothing
+    given = tmp_path / "given.json"
+    hw.save_profile(HardwareInfo("cpu", True, 4, 16.0, 45.3), given)
+    assert hw.resolve_hardware(None, given, tmp_path, say=lambda m: None) == HardwareInfo("cpu", True, 4, 16.0, 45.3)
+    assert len(calls) == 3
+
+
+@pytest.mark.parametrize("content, match", [
+    ("not json", "not valid JSON"),
+    ('["a"]', "expected a JSON object"),
+    ('{"hardware": {"device": "tpu"}}', "device must be"),
+    ('{"hardware": {"gflops": "fast"}}', "wrong type"),
+    ('{"hardware": {"gflops": -1}}', "positive"),
+    ('{"hardware": {"speed": 3}}', "unknown key"),
+])
+def test_bad_profile_names_the_file(tmp_path, content, match):
+    bad = tmp_path / "bad_profile.json"
+    bad.write_text(content)
+    with pytest.raises(HardwareProfileError, match=match) as err:
+        hw.load_profile(bad)
+    assert "bad_profile.json" in str(err.value)
+    with pytest.raises(HardwareProfileError, match="no such file"):
+        hw.load_profile(tmp_path / "missing.json")
+
+
+def test_repeated_planning_gives_identical_plans(uadnet_env):
+    """Three plannings of one dataset on this machine (real measurement on the first) give the same plans."""
+    raw, pre, _ = uadnet_env
+    make_dataset(raw, 1, "3d_iso", n_cases=4)
+    texts = []
+    for _ in range(3):
+        plan_and_preprocess_dataset(1, [], 1, overwrite_plans=True, disable_progress_bar=True, verbose=False)
+        texts.append((pre / "Dataset001_3d_iso" / PLANS_FILE).read_text())
+    assert texts[0] == texts[1] == texts[2]
+    assert (pre / hw.PROFILE_FILE).is_file()
+    # planning for a given profile follows the profile, not this machine
+    profile = pre / "slow.json"
+    hw.save_profile(HardwareInfo("cpu", False, 2, 24.0, 4.0), profile)
+    plan_and_preprocess_dataset(1, [], 1, overwrite_plans=True, disable_progress_bar=True, verbose=False,
+                                hardware_profile=profile)
+    slow = json.loads((pre / "Dataset001_3d_iso" / PLANS_FILE).read_text())
+    assert slow["compute"]["precision"] == "fp32"
+    assert json.loads((pre / "Dataset001_3d_iso" / "planning_hardware.json").read_text())["hardware"]["gflops"] == 4.0

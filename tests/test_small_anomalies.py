@@ -1,0 +1,93 @@
+"""Small synthetic anomalies (options measured on the development data): log-uniform shape sizes, the validation
+size law, DAG's reference choice of biased classes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from uadnet.corruption.many_tasks import ManyTasks, sample_sizes
+from uadnet.corruption.shapes import random_shape
+from uadnet.plans import SizeLaw
+
+
+def _extents(distribution: str, n: int = 300) -> np.ndarray:
+    """Full x extent (voxels, spacing 1) of ``n`` axis-aligned boxes of 2-40 mm without blur."""
+    out = []
+    fg = np.ones((1, 96, 96), bool)
+    for seed in range(n):
+        m = random_shape((1, 96, 96), fg, np.random.default_rng(seed), (1.0, 1.0, 1.0), (2.0, 40.0), ("box",),
+                         edge_probability=0.0, rotate=False, center=(0, 48, 48), size_distribution=distribution)
+        out.append(np.count_nonzero(m[0, 48]))
+    return np.asarray(out)
+
+
+def test_log_uniform_sizes_cover_small_anomalies():
+    uniform, log = _extents("uniform"), _extents("log_uniform")
+    assert 2 <= log.min() and log.max() <= 41 and 2 <= uniform.min() and uniform.max() <= 41
+    # log-uniform: about half the shapes below the geometric mean sqrt(2 * 40) ≈ 9 mm; uniform: about a sixth
+    assert 0.4 < np.mean(log < 9) < 0.6
+    assert np.mean(uniform < 9) < 0.25
+    with pytest.raises(ValueError, match="size_distribution"):
+        _extents("normal", 1)
+
+
+def test_size_law_log_uniform_bounds_and_spread():
+    law = SizeLaw(minimum=0.02, maximum=0.5, distribution="log_uniform")
+    rng = np.random.default_rng(0)
+    sizes = np.stack([sample_sizes(rng, (100, 50), law) for _ in range(2000)])
+    assert (sizes[:, 0] >= 2).all() and (sizes[:, 0] <= 50).all() and (sizes[:, 1] >= 1).all()
+    assert (sizes[:, 1] <= 25).all()
+    assert np.median(sizes[:, 0]) == pytest.approx(np.sqrt(2 * 50), rel=0.1)  # geometric mean
+    gamma = np.stack([sample_sizes(rng, (100, 50), SizeLaw()) for _ in range(2000)])
+    assert np.mean(sizes[:, 0] < 6) > 0.25 > np.mean(gamma[:, 0] < 6) + 0.2
+    with pytest.raises(ValueError, match="distribution"):
+        sample_sizes(rng, (10, 10), SizeLaw(distribution="beta"))
+
+
+def test_validation_anomalies_follow_the_validation_size_law(uadnet_env):
+    """make_validation_set sizes the many-tasks validation anomalies with training.validation_size_law."""
+    from tests.synthetic import make_dataset
+    from uadnet.planning.hardware import HardwareInfo
+    from uadnet.planning.plan_and_preprocess import plan_and_preprocess_dataset
+    from uadnet.training.validation import make_validation_set
+
+    raw, pre, _ = uadnet_env
+    make_dataset(raw, 1, "3d_iso", n_cases=4)
+    plans = plan_and_preprocess_dataset(1, ["2d"], 1, HardwareInfo("cpu", False, 2, 8.0, 50.0),
+                                        disable_progress_bar=True, verbose=False)
+    ids = ["case_000", "case_001", "case_002", "case_003"]
+    sizes = {}
+    for name, maximum in (("tiny", 0.1), ("large", 0.6)):
+        plans.configuration("2d").training.validation_size_law = SizeLaw(minimum=0.05, maximum=maximum,
+                                                                          distribution="log_uniform")
+        cases = make_validation_set(pre / "Dataset001_3d_iso", plans, "2d", ids, seed=1)
+        sizes[name] = np.mean([c.anomaly.sum() for c in cases])
+    assert 0 < sizes["tiny"] * 10 < sizes["large"]
+    assert isinstance(ManyTasks.from_plans(plans, "validation").size_law, SizeLaw)
+
+
+def test_dag_reference_bias_classes_condition_on_the_applied_change():
+    """``bias_classes: reference``: classes drawn with probability n_q / (N + 1000) (all when none is drawn), and the
+    severity is the bias actually applied after clipping, never more than the drawn α_b."""
+    from uadnet.corruption.dag import DAG
+
+    rng = np.random.default_rng(0)
+    image = rng.uniform(0.2, 0.8, (1, 1, 64, 64)).astype(np.float32)
+    fg = np.ones((1, 64, 64), bool)
+    for seed in range(10):
+        subset = DAG(size_mm=(20, 30), severity_range=(0.0, 0.0), edge_probability=0.0)
+        ref = DAG(size_mm=(20, 30), severity_range=(0.0, 0.0), edge_probability=0.0, bias_classes="reference")
+        # severity 0: both leave the image unchanged
+        assert np.array_equal(ref(image, fg, np.random.default_rng(seed), (1, 1, 1)).image, image)
+        assert np.array_equal(subset(image, fg, np.random.default_rng(seed), (1, 1, 1)).image, image)
+    bright = np.full((1, 1, 64, 64), 0.95, np.float32)
+    for seed in range(20):
+        out = DAG(size_mm=(20, 30), severity_range=(0.0, 1.0), edge_probability=0.0, bias_classes="reference")(
+            bright, fg, np.random.default_rng(seed), (1, 1, 1), foreign=bright)
+        change = float(np.abs(out.image - bright).max())
+        # a flat image: texture changes nothing, so every change is the bias, which clipping caps at +0.05
+        assert change <= out.severity + 1e-6 and out.severity <= 1.0
+        assert (out.image - bright).max() <= 0.05 + 1e-6
+    with pytest.raises(ValueError, match="bias_classes"):
+        DAG(bias_classes="all")

@@ -110,7 +110,7 @@ def summarize(summary: dict) -> dict:
 
 
 def run(root: Path, dataset: str, variant: str, edits: list[str], iterations: int | None, precision: str,
-        baseline: str | None, force: bool, reuse: str | None = None) -> dict:
+        baseline: str | None, force: bool, reuse: str | None = None, method: str = "cold_ensemble") -> dict:
     from uadnet.cli.baseline import main as run_baseline
     from uadnet.cli.evaluate import main as evaluate
     from uadnet.cli.predict import main as predict
@@ -133,21 +133,21 @@ def run(root: Path, dataset: str, variant: str, edits: list[str], iterations: in
         preprocess_variant(raw, pre, plans)
     out = root / "predictions" / dataset / tag
     shutil.rmtree(out, ignore_errors=True)
-    record: dict[str, Any] = {"dataset": dataset, "variant": tag, "edits": edits,
+    record: dict[str, Any] = {"dataset": dataset, "variant": tag, "edits": edits, "method": method,
                               "cpu": f"{_cpu_model()} ({', '.join(sorted(_cpu_flags() & {'avx2', 'avx512_bf16', 'amx_bf16'}))})"}
     t0 = time.monotonic()
     if baseline:
         assert run_baseline(["-d", dataset_id, "-b", baseline, "-i", str(raw / "imagesTs"), "-o", str(out),
                              "--disable_progress_bar"]) == 0
     else:
-        folder = root / "results" / name / f"cold_ensemble__{plans_name}__2d"
+        folder = root / "results" / name / f"{method}__{plans_name}__2d"
         shutil.rmtree(folder / "fold_0", ignore_errors=True)
-        argv = [dataset_id, "0", "-p", plans_name, "--precision", precision, "--disable_progress_bar"]
+        argv = [dataset_id, "0", "-p", plans_name, "-m", method, "--precision", precision, "--disable_progress_bar"]
         if iterations:
             argv += ["--iterations", str(iterations)]
         if reuse:  # the weights of another variant's run; only validation, postprocessing, calibration are redone
             source_plans = "uadnet_plans" if reuse == "base" else f"uadnet_plans_{reuse}"
-            source = root / "results" / name / f"cold_ensemble__{source_plans}__2d" / "fold_0"
+            source = root / "results" / name / f"{method}__{source_plans}__2d" / "fold_0"
             shutil.copytree(source, folder / "fold_0")
             for stale in ("postprocessing.json", "calibration.json", "checkpoint_final.pth"):
                 (folder / "fold_0" / stale).unlink(missing_ok=True)
@@ -159,7 +159,8 @@ def run(root: Path, dataset: str, variant: str, edits: list[str], iterations: in
         pp = json.loads((folder / "fold_0" / "postprocessing.json").read_text())
         record["postprocessing"] = [k for k, v in pp["postprocessing"].items() if v]
         record["validation_ap_postprocessed"] = pp["validation_ap_all_voxels"]["after"]
-        assert predict(["-i", str(raw / "imagesTs"), "-o", str(out), "-d", dataset_id, "-p", plans_name, "-f", "0",
+        assert predict(["-i", str(raw / "imagesTs"), "-o", str(out), "-d", dataset_id, "-p", plans_name, "-m", method,
+                        "-f", "0",
                         "--precision", precision, "--disable_progress_bar"]) == 0
     assert evaluate(["-p", str(out), "-g", str(raw / "labelsTs"), "--groups", str(raw / "dataset.json"),
                      "--num_bootstrap", "0", "--disable_progress_bar"]) == 0
@@ -241,6 +242,7 @@ def main() -> None:
     p.add_argument("--iterations", type=int, default=None, help="default: the plans' (AVX2 budget)")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="bf16")
     p.add_argument("--baseline", choices=["intensity", "zscore"], default=None)
+    p.add_argument("--method", default="cold_ensemble", help="method to train (default cold_ensemble)")
     p.add_argument("--force", action="store_true")
     p.add_argument("--reuse_training_of", default=None, metavar="VARIANT",
                    help="copy that variant's trained fold and redo only validation-dependent steps with this plans "
@@ -251,7 +253,7 @@ def main() -> None:
     use_root(args.root)
     if not args.table:
         rec = run(args.root, args.dataset, args.variant, args.edits, args.iterations, args.precision,
-                  args.baseline, args.force, args.reuse_training_of)
+                  args.baseline, args.force, args.reuse_training_of, args.method)
         print(json.dumps(rec, indent=1))
     text = table(args.root)
     print(text)

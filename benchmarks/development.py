@@ -224,7 +224,7 @@ def learning_curves(root: Path, path: Path) -> None:
         for r in (r for r in trained if r["dataset"] == dataset):
             it, ap = zip(*r["validation_curve"])
             ax.plot(it, ap, marker=".", label=f"{r['variant']} (test AP {r['pooled_ap']:.3f})")
-        ax.set(title=f"{dataset}: validation AP (AVX2 budget)", xlabel="iteration", ylabel="validation AP")
+        ax.set(title=f"{dataset}: validation AP vs iteration", xlabel="iteration", ylabel="validation AP")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()

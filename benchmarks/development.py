@@ -182,14 +182,16 @@ def table(root: Path) -> str:
         sel = [r for r in rows if r["dataset"] == dataset]
         kinds = sorted({k for r in sel for k in r["group_ap"]})
         bins = list(sel[0]["lesion_detection"])
-        lines += [f"**{dataset}** ({sel[0]['cpu']})", "",
-                  "| variant | final val. AP | pooled AP | case AUROC | " + " | ".join(f"AP {k}" for k in kinds)
+        lines += [f"**{dataset}** (CPU: {sel[0]['cpu']}; trained with bf16 autocast, fold 0)", "",
+                  "| variant | iterations | final val. AP | pooled AP | case AUROC | "
+                  + " | ".join(f"AP {k}" for k in kinds)
                   + " | " + " | ".join(f"det. {b}" for b in bins) + " | FP comp. healthy |",
-                  "|---" * (5 + len(kinds) + len(bins)) + "|"]
+                  "|---" * (6 + len(kinds) + len(bins)) + "|"]
         for r in sel:
             curve = r.get("validation_curve") or []
             val = _f(curve[-1][1]) if curve else "–"
-            lines.append(f"| {r['variant']} | {val} | {_f(r['pooled_ap'])} | {_f(r['case_auroc'])} | "
+            iterations = str(curve[-1][0]) if curve else "–"
+            lines.append(f"| {r['variant']} | {iterations} | {val} | {_f(r['pooled_ap'])} | {_f(r['case_auroc'])} | "
                          + " | ".join(_f(r["group_ap"].get(k)) for k in kinds) + " | "
                          + " | ".join(_f(r["lesion_detection"].get(b)) for b in bins)
                          + f" | {r['fp_components_healthy']} |")

@@ -86,7 +86,7 @@ def main() -> None:
     alphas_needed = tuple(pred.plans.methods.cold_ensemble.severities) if args.only_case_scores else ALPHAS
     sets = {} if args.only_case_scores else SETS
 
-    def single_maps(data: np.ndarray, fg: np.ndarray, spacing: list[float]) -> dict[float, np.ndarray]:
+    def single_maps(data: np.ndarray, fg: np.ndarray) -> dict[float, np.ndarray]:
         out = {}
         for a in alphas_needed:
             s, _ = score_volume(ColdEnsembleScorer(fold.model, [a], args.precision), data, cfg.patch_size,
@@ -100,7 +100,7 @@ def main() -> None:
 
     splits = load_json(args.root / "preprocessed" / name / "splits_final.json")
     val = make_validation_set(args.root / "preprocessed" / name, pred.plans, pred.config_name, splits[0]["val"])
-    val_maps = [(single_maps(c.corrupted, c.foreground, c.spacing), single_maps(c.healthy, c.foreground, c.spacing))
+    val_maps = [(single_maps(c.corrupted, c.foreground), single_maps(c.healthy, c.foreground))
                 for c in val]
     reader = reader_writer_for(pred.file_ending)
     kinds = load_json(raw / "dataset.json")["test_case_lesions"]
@@ -114,7 +114,7 @@ def main() -> None:
         pre = preprocess_case(image, props, pred.plans, pred.config_name)
         lab = reader_writer_for(pred.file_ending).read_seg(labels[case])[0][0] > 0
         spacing = pre.properties["spacing_after_resampling"]
-        test.append((case, pre, lab, single_maps(pre.data, pre.foreground, spacing), spacing))
+        test.append((case, pre, lab, single_maps(pre.data, pre.foreground), spacing))
 
     results = {"severities": {}, "case_scores": {}}
     for set_name, alphas in sets.items():

@@ -149,7 +149,7 @@ def run(root: Path, dataset: str, variant: str, edits: list[str], iterations: in
             source_plans = "uadnet_plans" if reuse == "base" else f"uadnet_plans_{reuse}"
             source = root / "results" / name / f"{method}__{source_plans}__2d" / "fold_0"
             shutil.copytree(source, folder / "fold_0")
-            for stale in ("postprocessing.json", "calibration.json", "checkpoint_final.pth"):
+            for stale in ("postprocessing.json", "calibration.json", "checkpoint_final.pth", "uadnet_plans.json"):
                 (folder / "fold_0" / stale).unlink(missing_ok=True)
             argv.append("--c")
             record["reused_training_of"] = reuse

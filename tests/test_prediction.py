@@ -26,10 +26,11 @@ QUIET = ["--disable_progress_bar", "--precision", "fp32"]
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    """Three tiny datasets (isotropic 3D with test cases, anisotropic 3D, rotated 2-channel 3D, 2D PNG), each
-    planned and trained briefly on fold 0 (the isotropic one on folds 0 and 1, long enough to learn)."""
+    """Five tiny datasets (isotropic 3D with test cases, anisotropic 3D, rotated 2-channel 3D, grey 2D PNG, RGB PNG
+    with one file per case), each planned and trained briefly on fold 0 (the isotropic one on folds 0 and 1, long
+    enough to learn)."""
     with uadnet_folders(tmp_path_factory, "predict") as folders:
-        for i, kind in enumerate(("3d_iso", "3d_aniso", "2ch", "2d_png"), start=1):
+        for i, kind in enumerate(("3d_iso", "3d_aniso", "2ch", "2d_png", "rgb_png"), start=1):
             make_dataset(folders["UADNET_RAW"], dataset_id=i, kind=kind, n_cases=6 if i == 1 else 4,
                          n_test=4 if i == 1 else 2, seed=i)
             assert plan_main(["-d", str(i), "-c", "2d", "-np", "1", "--disable_progress_bar", "--device", "cpu"]) == 0
@@ -54,7 +55,7 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()}
 
 
-@pytest.mark.parametrize("i,kind", [(2, "3d_aniso"), (3, "2ch"), (4, "2d_png")])
+@pytest.mark.parametrize("i,kind", [(2, "3d_aniso"), (3, "2ch"), (4, "2d_png"), (5, "rgb_png")])
 def test_maps_and_masks_lie_exactly_on_the_input_grid(paths_env, tmp_path, i, kind):
     inp = _raw(paths_env, i, kind) / "imagesTs"
     before = _snapshot(inp)
@@ -62,11 +63,15 @@ def test_maps_and_masks_lie_exactly_on_the_input_grid(paths_env, tmp_path, i, ki
     assert predict_main(["-i", str(inp), "-o", str(out), "-d", str(i), "--save_restorations", *QUIET]) == 0
     assert _snapshot(inp) == before  # the input folder is never written to
     for case in ("test_000", "test_001"):
-        if kind == "2d_png":
+        if kind.endswith("png"):  # RGB: one file (y, x, 3) per case, one map (y, x)
             image = skimage.io.imread(inp / f"{case}_0000.png")
+            assert image.ndim == (3 if kind == "rgb_png" else 2)
             amap = skimage.io.imread(out / f"{case}.tif")
             mask = skimage.io.imread(out / f"{case}_mask.tif")
-            assert amap.shape == mask.shape == image.shape and amap.dtype == np.float32
+            assert amap.shape == mask.shape == image.shape[:2] and amap.dtype == np.float32
+            assert np.isfinite(amap).all() and amap.max() > 0
+            restored = skimage.io.imread(out / f"{case}_restoration_0000.tif")
+            assert restored.shape == image.shape[:2]
             continue
         ref = sitk.ReadImage(str(inp / f"{case}_0000.nii.gz"))
         for suffix in ("", "_mask", "_restoration_0000"):

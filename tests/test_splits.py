@@ -30,3 +30,12 @@ def test_user_splits_are_kept_and_checked(tmp_path):
         ensure_splits(path, ["a", "b"])
     path.unlink()
     assert ensure_splits(path, ["a", "b", "c"]) == make_splits(["a", "b", "c"]) and path.is_file()
+
+
+@pytest.mark.parametrize("fold,message", [({"train": ["a", "a"], "val": ["b"]}, "more than once"),
+                                          ({"train": ["a", "b"], "val": ["b"]}, "in both 'train' and 'val'")])
+def test_user_splits_with_duplicates_or_overlap_are_refused(tmp_path, fold, message):
+    path = tmp_path / "splits_final.json"
+    path.write_text(json.dumps([fold]))
+    with pytest.raises(ValueError, match=message):
+        ensure_splits(path, ["a", "b"])

@@ -95,7 +95,7 @@ class BaselineRunner:
     def _read(self, case: Case, check_grid_against_reference: bool) -> tuple[np.ndarray, dict[str, Any]]:
         export.check_channels(case, self.plans.channel_names, self.file_ending, BaselineError,
                               f"the {self.s.baseline} baseline")
-        image, props = self.reader.read_images(case.images)
+        image, props = export.read_case(self.reader, case, self.plans.channel_names, BaselineError)
         if check_grid_against_reference:
             if self.reference is None:
                 self.reference = (image.shape[1:], props, case.images[0])

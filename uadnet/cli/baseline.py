@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         progress_bar=not args.disable_progress_bar)
     try:
         return BaselineRunner(settings).predict_folder()
-    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:  # BaselineError is a ValueError
+    except (OSError, ValueError, KeyError, RuntimeError) as e:  # BaselineError is a ValueError
         return report_error("uadnet_baseline", e)
 
 

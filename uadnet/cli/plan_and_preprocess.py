@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         except DatasetIntegrityError as e:
             print(f"\n{e}", file=sys.stderr)
             failed = True
-        except (paths.PathError, FileNotFoundError, ValueError, RuntimeError) as e:
+        except (paths.PathError, OSError, ValueError, RuntimeError) as e:
             print(f"error: {e}", file=sys.stderr)
             failed = True
     return 1 if failed else 0

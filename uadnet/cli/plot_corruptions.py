@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
                                     path, f"{name} — {family} ({cfg_name})", args.num_samples, args.seed,
                                     args.channel)
             print(f"wrote {path}")
-    except (paths.PathError, FileNotFoundError, ValueError, KeyError) as e:
+    except (paths.PathError, OSError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         precision=args.precision, fpr=args.fpr, progress_bar=not args.disable_progress_bar)
     try:
         return Predictor(settings).predict_folder()
-    except (FileNotFoundError, PredictionError, ValueError, KeyError, RuntimeError) as e:
+    except (OSError, PredictionError, ValueError, KeyError, RuntimeError) as e:
         return report_error("uadnet_predict", e)
 
 

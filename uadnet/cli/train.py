@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         calibrate=not args.no_calibration, progress_bar=not args.disable_progress_bar)
     try:
         folder = Trainer(settings).run()
-    except (FileNotFoundError, FileExistsError, ValueError, KeyError, RuntimeError) as e:
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
         return report_error("uadnet_train", e)
     print(f"results in {folder}")
     return 0

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from uadnet.dataset.dataset_json import DatasetJsonError, load_dataset_json
-from uadnet.dataset.raw_dataset import CaseListing, list_cases
+from uadnet.dataset.raw_dataset import CaseListing, list_cases, one_file_holds_all_channels
 from uadnet.imageio import DUMMY_SLICE_SPACING, BaseReaderWriter, reader_writer_for
 from uadnet.imageio.simpleitk_reader_writer import GEOMETRY_TOLERANCE, geometry_mismatch
 from uadnet.utilities.parallel import parallel_map
@@ -160,7 +160,7 @@ def _check_case(t: _CaseTask) -> Result:
                 "(or fix its header if only spacing/origin/direction are wrong)")
 
     # channels: files _0000 .. _{n-1} with one channel each, or a single _0000 holding all n (RGB)
-    if not (n > 1 and t.channel_indices == (0,) and n_read.get(0) in (None, n)):
+    if not (one_file_holds_all_channels(t.channel_indices, n) and n_read.get(0) in (None, n)):
         folder = Path(t.images[0]).parent
         for i in sorted(set(range(n)) - set(t.channel_indices)):
             add(folder / f"{t.identifier}_{i:04d}{t.file_ending}", f"missing (channel '{t.channel_names[i]}')",

@@ -3,7 +3,8 @@
 ::
 
     DatasetXXX_Name/dataset.json
-                    imagesTr/<case>_<cccc><ending>   healthy training cases, one file per channel
+                    imagesTr/<case>_<cccc><ending>   healthy training cases, one file per channel (or one
+                                                     <case>_0000 file holding all channels, e.g. RGB photos)
                     masksTr/<case><ending>           optional foreground masks
                     imagesTs/<case>_<cccc><ending>   optional test cases
                     labelsTs/<case><ending>          optional anomaly labels (evaluation only)
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,40 @@ class Case:
     images: list[Path]
     channel_indices: list[int]
     mask: Path | None = None
+
+
+def one_file_holds_all_channels(channel_indices: Sequence[int], num_channels: int) -> bool:
+    """Whether a case with these channel file indices is stored as one ``_0000`` file holding all ``num_channels``
+    channels (an RGB photograph); its channel count is checked once read (``check_read_channels``)."""
+    return num_channels > 1 and list(channel_indices) == [0]
+
+
+def channel_files_problem(case: Case, channel_names: dict[str, str], file_ending: str) -> str | None:
+    """Why the case's channel files do not fit ``channel_names``, or ``None``.
+
+    The one notion of a case's channels shared by integrity check, preprocessing, prediction and baselines: files
+    ``_0000 … _{n-1}`` with one channel each, or (n > 1) a single ``_0000`` file holding all n channels (an RGB
+    photograph). How many channels a file holds is known only after reading: see ``check_read_channels``.
+    """
+    n = len(channel_names)
+    if list(case.channel_indices) == list(range(n)) or one_file_holds_all_channels(case.channel_indices, n):
+        return None
+    found = ", ".join(f"{i:04d}" for i in case.channel_indices)
+    return (f"case {case.identifier} has channel file(s) {found}; expected {n} channel(s) "
+            f"({', '.join(channel_names.values())}) as {case.identifier}_0000{file_ending} … "
+            f"{case.identifier}_{n - 1:04d}{file_ending}" + (f", or one {case.identifier}_0000{file_ending} "
+                                                             f"holding all {n}" if n > 1 else ""))
+
+
+def check_read_channels(case: Case, image: Any, channel_names: dict[str, str]) -> None:
+    """``ValueError`` naming the file unless the image read from ``case.images`` (``(c, z, y, x)``) has exactly
+    one channel per entry of ``channel_names``."""
+    n = len(channel_names)
+    if image.shape[0] != n:
+        files = ", ".join(p.name for p in case.images)
+        raise ValueError(f"{files}: {image.shape[0]} channel(s) read, but dataset.json channel_names lists {n} "
+                         f"({', '.join(channel_names.values())}); store one channel per file, or one file holding "
+                         "exactly those channels (an RGB photograph for R, G, B)")
 
 
 @dataclass

@@ -25,6 +25,17 @@ class ImageReadError(RuntimeError):
     """A file cannot be read, or the files of one case do not fit together."""
 
 
+def require_finite(array: np.ndarray, paths: Sequence[PathLike]) -> None:
+    """``ImageReadError`` naming the files when ``array`` (read from ``paths``) holds NaN or Inf values."""
+    finite = np.isfinite(array)
+    if not finite.all():
+        n_nan = int(np.isnan(array).sum())
+        names = ", ".join(str(p) for p in paths)
+        raise ImageReadError(f"{names}: contains {n_nan} NaN and {array.size - int(finite.sum()) - n_nan} Inf "
+                             "values; replace them with valid intensities (e.g. np.nan_to_num) and save the image "
+                             "again (uadnet_plan_and_preprocess --verify_dataset_integrity lists every such file)")
+
+
 class BaseReaderWriter(ABC):
     """Read images as ``(c, z, y, x)`` float32 arrays and write arrays back with the original geometry."""
 

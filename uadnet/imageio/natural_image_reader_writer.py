@@ -77,6 +77,13 @@ class NaturalImage2DIO(BaseReaderWriter):
             img = self._to_storable(img, path, 65535 if ending == ".png" else 255, properties)
         with atomic_path(path, path.suffix) as tmp:
             skimage.io.imsave(str(tmp), img, check_contrast=False)
+            try:  # verified before it is renamed into place: a full disk must not leave a damaged output
+                back = skimage.io.imread(str(tmp))
+                ok = back.shape == img.shape and (ending in (".jpg", ".jpeg") or np.array_equal(back, img))
+            except Exception as e:
+                raise OSError(f"{path}: writing failed, the file cannot be read back ({e}); is the disk full?") from e
+            if not ok:
+                raise OSError(f"{path}: writing failed, the file read back differs from what was written")
 
     @staticmethod
     def _to_storable(img: np.ndarray, path: Path, vmax: int, properties: Properties) -> np.ndarray:

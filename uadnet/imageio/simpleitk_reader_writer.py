@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
+import os
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,6 +36,74 @@ def geometry_mismatch(a: dict, b: dict) -> str | None:
     return None
 
 
+_NIFTI_ENDINGS = (".nii.gz", ".nii", ".hdr", ".img", ".hdr.gz", ".img.gz")
+
+
+def _check_nifti_file(path: Path) -> None:
+    """Refuse what the NIfTI library would silently get wrong for a ``.nii.gz`` / ``.nii`` file.
+
+    - An ambiguous sibling: asked for ``x.nii.gz``, the library reads ``x.nii`` when both exist, so a stray file
+      would replace the image.
+    - A truncated file: the library fills missing bytes with zeros. The expected size is the header's
+      ``vox_offset`` plus the voxel bytes (``dim`` × ``bitpix``); for gzip files it is compared with the gzip
+      trailer (uncompressed size mod 2³²), which a cut-off stream does not end with.
+    """
+    name = path.name.lower()
+    ending = next((e for e in (".nii.gz", ".nii") if name.endswith(e)), None)
+    if ending is None:
+        return
+    stem = path.name[: -len(ending)]
+    others = [path.with_name(stem + e) for e in _NIFTI_ENDINGS if e != ending and path.with_name(stem + e).exists()]
+    if others:
+        raise ImageReadError(f"{path}: ambiguous, {', '.join(o.name for o in others)} lies next to it and the NIfTI "
+                             "library may read that file instead. Remove or rename the stray file.")
+    gz = ending == ".nii.gz"
+    try:
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
+            expected = _nifti_expected_bytes(f.read(540))
+    except (OSError, EOFError, zlib.error):
+        expected = None
+    if expected is None:
+        return  # not a header we know (or not gzip at all): SimpleITK decides and says why
+    try:
+        size = path.stat().st_size
+        if gz:
+            with open(path, "rb") as f:
+                f.seek(-4, os.SEEK_END)
+                size = int.from_bytes(f.read(4), "little")
+            if size != expected % 2**32:  # a cut-off stream, or several gzip members: count the bytes
+                size = 0
+                with gzip.open(path, "rb") as f:
+                    while chunk := f.read(1 << 24):
+                        size += len(chunk)
+    except (OSError, EOFError, zlib.error) as e:
+        raise ImageReadError(f"{path}: the file is truncated or damaged ({e}). Copy or re-export it again.") from e
+    if size < expected:
+        raise ImageReadError(f"{path}: the file is truncated (the header announces {expected} bytes, the "
+                             f"{'gzip stream holds' if gz else 'file has'} {size}). Copy or re-export it again.")
+
+
+def _nifti_expected_bytes(header: bytes) -> int | None:
+    """``vox_offset`` + voxel bytes from a NIfTI-1/2 header, or ``None`` when the header is not recognised."""
+    for order in ("<", ">"):
+        sizeof_hdr = int(np.frombuffer(header[:4], order + "i4")[0]) if len(header) >= 4 else 0
+        if sizeof_hdr == 348 and len(header) >= 348:
+            dim = np.frombuffer(header[40:56], order + "i2").astype(np.int64)
+            bitpix = int(np.frombuffer(header[72:74], order + "i2")[0])
+            offset = int(np.frombuffer(header[108:112], order + "f4")[0])
+        elif sizeof_hdr == 540 and len(header) >= 540:
+            dim = np.frombuffer(header[16:80], order + "i8")
+            bitpix = int(np.frombuffer(header[14:16], order + "i2")[0])
+            offset = int(np.frombuffer(header[168:176], order + "i8")[0])
+        else:
+            continue
+        n = int(dim[0])
+        if not 1 <= n <= 7 or bitpix <= 0 or any(d < 1 for d in dim[1:n + 1]):
+            return None
+        return max(offset, sizeof_hdr) + int(np.prod(dim[1:n + 1])) * bitpix // 8
+    return None
+
+
 def _read_sitk(path: PathLike) -> sitk.Image:
     path = Path(path)
     reader: sitk.ImageSeriesReader | sitk.ImageFileReader
@@ -47,6 +118,7 @@ def _read_sitk(path: PathLike) -> sitk.Image:
     elif not path.exists():
         raise ImageReadError(f"{path}: file does not exist.")
     else:
+        _check_nifti_file(path)
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
     try:
@@ -54,6 +126,17 @@ def _read_sitk(path: PathLike) -> sitk.Image:
     except RuntimeError as e:  # the first line only says where in SimpleITK it failed; the last one says why
         why = str(e).strip().splitlines()[-1] if str(e).strip() else "unknown error"
         raise ImageReadError(f"{path}: SimpleITK cannot read it ({why}). Re-export the file.") from e
+
+
+def _verify_written(written: Path, array: np.ndarray, path: Path) -> None:
+    """Read back what SimpleITK wrote and compare it with ``array``: SimpleITK only prints "wrote only 0 of N
+    bytes" on a full disk and does not raise, so an unverified file could be renamed into place."""
+    try:
+        back = sitk.GetArrayFromImage(_read_sitk(written))
+    except ImageReadError as e:
+        raise OSError(f"{path}: writing failed, the file cannot be read back ({e}); is the disk full?") from e
+    if back.shape != array.shape or not np.array_equal(back, array):
+        raise OSError(f"{path}: writing failed, the file read back differs from what was written; is the disk full?")
 
 
 class SimpleITKIO(BaseReaderWriter):
@@ -123,9 +206,11 @@ class SimpleITKIO(BaseReaderWriter):
         path.parent.mkdir(parents=True, exist_ok=True)
         if suffix in (".mhd", ".nhdr"):  # header + data file pair: the header names the data file
             sitk.WriteImage(img, str(path), useCompression=True)
+            _verify_written(path, array, path)
             return
         with atomic_path(path, suffix) as tmp:
             sitk.WriteImage(img, str(tmp), useCompression=True)
+            _verify_written(tmp, array, path)
 
     def output_file_ending(self, input_file_ending: str) -> str:
         # DICOM cannot hold float maps; everything read from DICOM is written as NIfTI

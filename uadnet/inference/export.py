@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from uadnet.dataset.raw_dataset import Case, list_cases
-from uadnet.imageio import BaseReaderWriter
+from uadnet.dataset.raw_dataset import Case, channel_files_problem, check_read_channels, list_cases
+from uadnet.imageio import BaseReaderWriter, ImageReadError, require_finite
 from uadnet.utilities.file_io import atomic_path, load_json, save_json
 
 PER_CASE = "per_case"
@@ -34,6 +34,19 @@ def case_outputs(output_folder: Path, case: str, output_ending: str) -> dict[str
     return {"map": out / f"{case}{output_ending}", "mask": out / f"{case}_mask{output_ending}",
             "restoration": out / f"{case}_restoration_0000{output_ending}",
             "record": out / PER_CASE / f"{case}.json"}
+
+
+def output_name_collisions(cases: Sequence[str]) -> list[str]:
+    """``"a ↔ b"`` for every pair of cases whose output files (``case_outputs``) would share a name, also on a
+    case-insensitive file system (e.g. ``test_000`` and ``test_000_mask``, or ``Case`` and ``case``)."""
+    owner: dict[str, str] = {}
+    found: dict[tuple[str, str], str] = {}
+    for case in sorted(cases):
+        for name in (f"{case}", f"{case}_mask", f"{case}_restoration_0000", f"{PER_CASE}/{case}"):
+            other = owner.setdefault(name.lower(), case)
+            if other != case:
+                found.setdefault((other, case), f"{other} ↔ {case} (both would write {name}…)")
+    return list(found.values())
 
 
 def check_folders(input_folder: str | os.PathLike, output_folder: str | os.PathLike,
@@ -51,13 +64,31 @@ def check_folders(input_folder: str | os.PathLike, output_folder: str | os.PathL
 
 def check_channels(case: Case, channel_names: dict[str, str], file_ending: str,
                    error: type[Exception] = ValueError, expected_by: str = "the model") -> None:
-    """Raise ``error`` unless the case has exactly the channel files ``0000 … n-1`` (``expected_by``: who
-    expects them, for the message)."""
-    n = len(channel_names)
-    if case.channel_indices != list(range(n)):
-        found = ", ".join(f"{i:04d}" for i in case.channel_indices)
-        raise error(f"case {case.identifier} has channel file(s) {found}; {expected_by} expects "
-                    f"{n} ({', '.join(channel_names.values())}) named {case.identifier}_0000{file_ending} … ")
+    """Raise ``error`` unless the case's channel files fit ``channel_names`` (one file per channel, or one
+    ``_0000`` file holding all channels: ``raw_dataset.channel_files_problem``); ``expected_by`` names who
+    expects them in the message."""
+    if (problem := channel_files_problem(case, channel_names, file_ending)) is not None:
+        raise error(f"{problem}, as {expected_by} expects")
+
+
+def read_case(reader: BaseReaderWriter, case: Case, channel_names: dict[str, str],
+              error: type[Exception] = ValueError) -> tuple[np.ndarray, dict[str, Any]]:
+    """Read a case's image ``(c, z, y, x)`` and properties for scoring; ``error`` naming the file when the number
+    of channels read differs from ``channel_names``, when it holds NaN/Inf, or when a channel is constant (an
+    empty scan cannot be scored and must not be reported as healthy)."""
+    image, props = reader.read_images(case.images)
+    try:
+        check_read_channels(case, image, channel_names)
+        require_finite(image, case.images)
+    except (ValueError, ImageReadError) as e:
+        raise error(str(e)) from None
+    flat = image.reshape(image.shape[0], -1)
+    if flat.shape[1] == 0 or (constant := np.flatnonzero(flat.min(1) == flat.max(1))).size:
+        value = "" if flat.shape[1] == 0 else f" (every voxel {float(flat[constant[0], 0]):g})"
+        files = ", ".join(p.name for p in case.images)
+        raise error(f"{files}: channel {0 if flat.shape[1] == 0 else int(constant[0])} is empty or constant{value}; "
+                    "an empty scan cannot be scored, so the case is not reported (check the file)")
+    return image, props
 
 
 def write_map_and_mask(reader: BaseReaderWriter, amap: np.ndarray, properties: dict[str, Any],
@@ -106,13 +137,21 @@ def run_folder(input_folder: str | os.PathLike, output_folder: str | os.PathLike
     the input folder and prints ``summary(output_folder)``. Returns 0, or 1 if any case failed.
     """
     inp, out = check_folders(input_folder, output_folder, error)
-    if not 1 <= num_parts or not 0 <= part_id < num_parts:
+    if num_parts < 1:
+        raise error(f"--num_parts must be at least 1, got {num_parts}")
+    if not 0 <= part_id < num_parts:
         raise error(f"--part_id must be in 0..{num_parts - 1}, got {part_id}")
     listing = list_cases(inp, file_ending)
     failures = [(p.name, f"file name does not follow <case>_<channel 0000>{file_ending}") for p in listing.unmatched]
+    if not listing.cases and not failures:
+        raise error(f"no {file_ending} images named <case>_0000{file_ending} in {inp}")
+    if collisions := output_name_collisions(list(listing.cases)):
+        raise error("case names whose outputs would overwrite each other: " + "; ".join(collisions)
+                    + ". Rename one case of each pair (nothing was written).")
     cases = sorted(listing.cases)[part_id::num_parts]
     if not cases and not failures:
-        raise error(f"no {file_ending} images named <case>_0000{file_ending} in {inp}")
+        raise error(f"part {part_id} of {num_parts} holds no case: {inp} has only {len(listing.cases)} case(s); "
+                    f"use at most --num_parts {len(listing.cases)}")
     out.mkdir(parents=True, exist_ok=True)
     (out / PER_CASE).mkdir(exist_ok=True)
     save_json(prediction_json() if callable(prediction_json) else prediction_json, out / PREDICTION_FILE)

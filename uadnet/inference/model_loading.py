@@ -50,6 +50,11 @@ def load_fold(model_folder: Path, fold: str, method_name: str, plans: Plans, con
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: train this fold first (uadnet_train DATASET {fold}) or choose "
                                 "other folds with -f")
+    trained_with = folder / PLANS_FILE  # written by uadnet_train since the model folder's copy could change
+    if trained_with.is_file() and Plans.load(trained_with).to_dict() != plans.to_dict():
+        raise ValueError(f"{trained_with} (the plans fold {fold} was trained with) differs from "
+                         f"{model_folder / PLANS_FILE}: its maps would not be what it was validated and calibrated "
+                         "for. Restore the model folder's plans, or predict with other folds (-f)")
     state = ckpt.load_checkpoint(path)
     method = get_method(method_name)
     model = method.build_network(plans, configuration, len(plans.channel_names))

@@ -100,6 +100,8 @@ class Predictor:
         # score as the calibration did (precision, step size), unless asked otherwise — then say so
         calibrated = self.folds[0].calibration
         self.precision = settings.precision or calibrated.get("precision") or self.plans.compute.precision
+        if settings.step_size is not None and not 0 < settings.step_size <= 1:
+            raise PredictionError(f"--step_size must be in (0, 1] (a fraction of the patch), got {settings.step_size}")
         self.step_size = settings.step_size or calibrated.get("step_size") or self.cfg.inference.step_size
         for name, used in (("precision", self.precision), ("step_size", self.step_size)):
             if calibrated.get(name) is not None and calibrated[name] != used:
@@ -167,7 +169,7 @@ class Predictor:
     def _run_case(self, case: Case) -> dict:
         self._outputs(case.identifier)["record"].unlink(missing_ok=True)  # not finished until rewritten
         self._check_case(case)
-        image, props = self.reader.read_images(case.images)
+        image, props = export.read_case(self.reader, case, self.plans.channel_names, PredictionError)
         result = self.predict_case(image, props)
         o = self._outputs(case.identifier)
         export.write_map_and_mask(self.reader, result["map"], props, o, self.voxel_threshold)

@@ -16,7 +16,7 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_score
 
 from uadnet.dataset.raw_dataset import RawDataset
-from uadnet.imageio import DUMMY_SLICE_SPACING, reader_writer_class
+from uadnet.imageio import DUMMY_SLICE_SPACING, reader_writer_class, require_finite
 from uadnet.plans import ForegroundPlan, NormalizationPlan
 from uadnet.preprocessing.foreground import choose_foreground_method, compute_foreground, zero_fraction
 from uadnet.preprocessing.normalization import apply_normalization, normalization_range, normalization_scheme_for
@@ -35,6 +35,7 @@ def fingerprint_case(task: dict[str, Any]) -> dict[str, Any]:
     """Fingerprint one case (runs in a worker; ``task`` holds only plain data so it pickles under spawn)."""
     reader = reader_writer_class(task["file_ending"], task["reader_override"])()
     image, props = reader.read_images(task["images"])
+    require_finite(image, task["images"])
     mask = reader.read_seg(task["mask"])[0] if task["mask"] else None
     spacing = [float(s) for s in props["spacing"]]
     method = choose_foreground_method(ForegroundPlan(), image, mask is not None)

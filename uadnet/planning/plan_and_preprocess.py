@@ -12,7 +12,7 @@ import numpy as np
 
 from uadnet import paths
 from uadnet.dataset.raw_dataset import RawDataset
-from uadnet.imageio import reader_writer_class
+from uadnet.imageio import ImageReadError, reader_writer_class, require_finite
 from uadnet.planning.fingerprint import extract_fingerprint
 from uadnet.planning.hardware import HardwareInfo, resolve_hardware, save_profile
 from uadnet.planning.planner import plan_experiment
@@ -49,6 +49,11 @@ def preprocess_training_case(task: dict[str, Any]) -> str:
     plans = Plans.from_dict(task["plans"])
     reader = reader_writer_class(plans.file_ending, plans.image_reader_writer)()
     image, props = reader.read_images(task["images"])
+    require_finite(image, task["images"])
+    if image.shape[0] != len(plans.normalization):
+        raise ImageReadError(f"{', '.join(task['images'])}: {image.shape[0]} channel(s) read, the plans expect "
+                             f"{len(plans.normalization)} ({', '.join(n.channel for n in plans.normalization)}); run "
+                             "uadnet_plan_and_preprocess --verify_dataset_integrity to list every such case")
     mask = reader.read_seg(task["mask"])[0] if task["mask"] else None
     case = preprocess_case(image, props, plans, task["configuration"], mask)
     save_npy(case.data, out / f"{task['identifier']}.npy")

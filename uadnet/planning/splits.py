@@ -37,6 +37,15 @@ def ensure_splits(path: str | os.PathLike, identifiers: list[str], num_folds: in
         if unknown:
             raise ValueError(f"{path}: fold {k} names cases that are not in imagesTr: {unknown[:5]}. "
                              "Fix the file or delete it to regenerate the splits.")
+        for part in ("train", "val"):
+            if len(set(s[part])) != len(s[part]):
+                twice = sorted({c for c in s[part] if s[part].count(c) > 1})
+                raise ValueError(f"{path}: fold {k} lists {twice[:5]} more than once in '{part}'. Fix the file or "
+                                 "delete it to regenerate the splits.")
+        if (overlap := sorted(set(s["train"]) & set(s["val"]))) and len(known) > 1:
+            raise ValueError(f"{path}: fold {k} has {overlap[:5]} in both 'train' and 'val': validation and "
+                             "calibration on training cases are optimistic. Fix the file or delete it to regenerate "
+                             "the splits.")
         used |= set(s["train"]) | set(s["val"])
     unused = sorted(known - used)
     if unused:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import os
 import random
+import threading
+import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -85,6 +87,13 @@ class PreprocessedDataset:
         return self._open[case]
 
 
+def _exit_with_parent(parent_pid: int, poll_seconds: float = 1.0) -> None:
+    """End this worker process as soon as its parent ``parent_pid`` is gone (then it is re-parented)."""
+    while os.getppid() == parent_pid:
+        time.sleep(poll_seconds)
+    os._exit(0)
+
+
 class UADDataLoader(SlimDataLoaderBase):
     """Endless batches of foreground patches (no augmentation).
 
@@ -111,11 +120,16 @@ class UADDataLoader(SlimDataLoaderBase):
         self._locations: dict[str, np.ndarray] = {}
         data, _ = dataset.load(dataset.case_ids[0])
         self.num_channels = int(data.shape[0])
+        self._parent_pid = os.getpid()
 
     def set_thread_id(self, thread_id: int) -> None:
-        """Called in each worker by the augmenter: worker ``t`` makes batches ``start + t + k · workers``."""
+        """Called in each worker by the augmenter: worker ``t`` makes batches ``start + t + k · workers``. In a
+        worker process it also starts a watchdog that ends the worker when the trainer dies (even by ``kill -9``,
+        which gives the augmenter no chance to stop its workers)."""
         super().set_thread_id(thread_id)
         self.next_index = self.start_batch + int(thread_id)
+        if os.getpid() != self._parent_pid:
+            threading.Thread(target=_exit_with_parent, args=(self._parent_pid,), daemon=True).start()
 
     def _foreground_locations(self, case: str, fg: np.ndarray) -> np.ndarray:
         """(n, 3) int32 ``(z, y, x)`` foreground voxels (a fixed per-case subsample; n == 0: no foreground)."""

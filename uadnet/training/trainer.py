@@ -3,17 +3,19 @@
 Results go to ``UADNET_RESULTS/<dataset>/<method>__<plans>__<configuration>/fold_<f>/``: ``checkpoint_latest.pth``
 (every ``checkpoint_every`` iterations and after the iteration during which Ctrl-C was pressed), ``checkpoint_previous.pth`` (the one before),
 ``checkpoint_best.pth`` (best validation AP, EMA weights), ``checkpoint_final.pth``, ``training_log.txt``,
-``progress.png``, ``postprocessing.json`` and ``calibration.json``; the plans, dataset.json and fingerprint used are copied one level up.
+``progress.png``, ``postprocessing.json``, ``calibration.json`` and ``uadnet_plans.json`` (the plans this fold was
+trained with); the plans, dataset.json and fingerprint used are copied one level up (see
+:mod:`uadnet.training.model_folder`: plans that differ from a trained fold's are refused).
 
 Exact resume: iteration i trains on batch i of the seeded stream (see :mod:`uadnet.training.dataloading`), the
 learning rate is a function of i, and the checkpoint holds the weights, the EMA, the optimiser and torch's RNG,
-so a run interrupted and continued with ``--c`` ends with the weights of an uninterrupted one.
+so a run interrupted and continued with ``--c`` ends with the weights of an uninterrupted one. ``--c`` with more
+``--iterations`` than the run was planned for extends it (the schedule is stretched over the new total).
 """
 
 from __future__ import annotations
 
 import math
-import shutil
 import signal
 import statistics
 import time
@@ -29,16 +31,17 @@ from tqdm import tqdm
 
 from uadnet import paths
 from uadnet.methods import get_method
-from uadnet.plans import FINGERPRINT_FILE, PLANS_FILE, SPLITS_FILE, Plans
+from uadnet.plans import FINGERPRINT_FILE, SPLITS_FILE, Plans
 from uadnet.postprocessing.postprocessing import POSTPROCESSING_FILE
 from uadnet.scoring.calibration import CALIBRATION_FILE
 from uadnet.training.dataloading import PreprocessedDataset, make_training_pipeline
 from uadnet.training.distributed import init_distributed, shutdown_distributed
 from uadnet.training.ema import EMA
+from uadnet.training.model_folder import copy_plans, refuse_mixed_plans
 from uadnet.training.progress import TrainingLog, empty_history, plot_progress
 from uadnet.training.validation import make_validation_set, postprocess_and_calibrate, validation_ap
 from uadnet.utilities import checkpoints as ckpt
-from uadnet.utilities.file_io import atomic_path, load_json, save_json
+from uadnet.utilities.file_io import load_json, save_json
 from uadnet.utilities.torch_utils import autocast, resolve_device
 
 TIMING_ITERATIONS = 20  # a time budget is turned into an iteration count after this many timed iterations
@@ -149,16 +152,6 @@ class Trainer:
                 "precision": self.precision, "world_size": self.ctx.world_size, "uadnet_version":
                 self.plans.uadnet_version}
 
-    def _copy_plans(self) -> None:
-        """The plans, dataset.json and fingerprint used, beside the folds (prediction reads these copies)."""
-        parent = self.folder.parent
-        self.plans.save(parent / PLANS_FILE)
-        for src, name in ((paths.raw_folder() / self.dataset_name / "dataset.json", "dataset.json"),
-                          (self.pre_folder / FINGERPRINT_FILE, FINGERPRINT_FILE)):
-            if src.is_file():
-                with atomic_path(parent / name, ".json") as tmp:  # folds trained in parallel share these files
-                    shutil.copyfile(src, tmp)
-
     # ------------------------------------------------------------------------------------------- state I/O
     def _state(self, iteration: int) -> dict[str, Any]:
         return {"network": self.raw_model.state_dict(), "ema": self.ema.state_dict(),
@@ -180,18 +173,33 @@ class Trainer:
     def _resume(self) -> int:
         """Restore the newest readable training checkpoint; returns the iteration to continue from."""
         state, problems = ckpt.newest_valid_checkpoint(self.folder, (ckpt.LATEST, ckpt.PREVIOUS))
+        fallback = "using an older checkpoint" if state is not None else "no readable checkpoint is left"
         for p in problems:
-            self.log(f"WARNING {p}; using an older checkpoint")
+            self.log(f"WARNING {p}; {fallback}")
             if self.ctx.is_main:
-                print(f"WARNING: {p}; falling back to an older checkpoint")
+                print(f"WARNING: {p}; {fallback}")
         if state is None:
             self.log("no checkpoint to continue from; starting from scratch")
+            if self.ctx.is_main:
+                print(f"no checkpoint to continue from in {self.folder}; starting from scratch")
             return 0
         self.raw_model.load_state_dict(state["network"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         self.total, self.warmup = int(state["total_iterations"]), int(state["warmup_iterations"])
+        done = int(state["iteration"])
+        if (self.s.iterations is not None or self.s.epochs is not None) and self._requested_iterations() != self.total:
+            requested = self._requested_iterations()
+            if requested < done:
+                raise ValueError(f"--iterations {requested} with --c: {self.folder} has already trained {done} "
+                                 "iterations; ask for more to extend the run, or delete the folder to start again")
+            message = (f"extending the run from {self.total} to {requested} iterations (the learning-rate schedule "
+                       f"is stretched over the new total from iteration {done} on)")
+            self.log(message)
+            if self.ctx.is_main:
+                print(message)
+            self.total = requested
         self.history, self.best_ap = state["history"], state["best_ap"]
         self.log(f"resumed from {state['meta']['loaded_from']} at iteration {state['iteration']}")
         return int(state["iteration"])
@@ -291,8 +299,11 @@ class Trainer:
     def _run(self) -> Path:
         if self.ctx.is_main:
             self._refuse_to_overwrite()
+            plans_file = self.pre_folder / f"{self.s.plans_name}.json"
+            refuse_mixed_plans(self.folder, self.plans, plans_file)
             self.folder.mkdir(parents=True, exist_ok=True)
-            self._copy_plans()
+            copy_plans(self.folder, self.plans, paths.raw_folder() / self.dataset_name / "dataset.json",
+                       self.pre_folder / FINGERPRINT_FILE)
         self.ctx.barrier()
         self.log = TrainingLog(self.folder / "training_log.txt", enabled=self.ctx.is_main)
         PreprocessedDataset(self.pre_folder / self.cfg.data_identifier, self.train_ids)  # clear error if missing
@@ -306,8 +317,9 @@ class Trainer:
         if self.ctx.is_main and (self.s.validate or self.s.calibrate):
             self.validation_cases = make_validation_set(self.pre_folder, self.plans, self.config_name, self.val_ids,
                                                         seed=self.s.seed)
-        if self.ctx.is_main and self.s.fold == "all" and (self.s.validate or self.s.calibrate):
-            message = ("fold 'all' validates and calibrates on its own training cases: validation AP is optimistic "
+        if self.ctx.is_main and set(self.train_ids) & set(self.val_ids) and (self.s.validate or self.s.calibrate):
+            which = "fold 'all'" if self.s.fold == "all" else f"fold {self.s.fold} (too few cases for a split)"
+            message = (f"{which} validates and calibrates on its own training cases: validation AP is optimistic "
                        "and the thresholds too low (more false positives on new data than stated)")
             print(f"WARNING: {message}")
             self.log(f"WARNING {message}")

@@ -25,13 +25,22 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike, keep_previous: bool = False) -> None:
-    """Write ``state`` atomically to ``path``; with ``keep_previous`` an existing file becomes
-    ``checkpoint_previous.pth`` first (only after the new one is completely on disk)."""
+    """Write ``state`` atomically to ``path``; with ``keep_previous`` an existing readable file becomes
+    ``checkpoint_previous.pth`` first (only after the new one is completely on disk; a broken one is replaced, so
+    that it never pushes out the good previous copy)."""
     path = Path(path)
     with atomic_path(path, ".pth") as tmp:
         torch.save(state, tmp)
-        if keep_previous and path.exists():
+        if keep_previous and path.exists() and _readable(path):
             os.replace(path, path.with_name(PREVIOUS))
+
+
+def _readable(path: Path) -> bool:
+    try:
+        load_checkpoint(path)
+    except CheckpointError:
+        return False
+    return True
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

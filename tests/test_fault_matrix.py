@@ -298,3 +298,34 @@ def test_a_pickle_payload_planted_as_a_checkpoint_never_runs(tmp_path):
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         load_checkpoint(tmp_path / "checkpoint_final.pth")
     assert not marker.exists()
+
+
+def test_prediction_killed_hard_continues_to_byte_identical_outputs(paths_env, tmp_path):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for k in range(8):  # enough cases that the kill lands mid-folder
+        src = _test_images(paths_env) / f"test_{k % 2:03d}_0000.nii.gz"
+        (inp / f"case_{k}_0000.nii.gz").write_bytes(src.read_bytes())
+    args = ["-i", str(inp), "-d", "1", "-f", "0", *QUIET]
+    assert predict_main([*args, "-o", str(tmp_path / "whole")]) == 0
+    out = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "uadnet.cli.predict", *args, "-o", str(out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline and len(list(out.glob("per_case/*.json"))) < 2:
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = len(list(out.glob("per_case/*.json")))
+    for k in [k for k in range(8) if not (out / "per_case" / f"case_{k}.json").exists()][:1]:
+        (out / f".case_{k}.nii.gz.k1ll3d.nii.gz").write_bytes(b"half a map")  # as a kill during a write leaves it
+    assert predict_main([*args, "-o", str(out), "--continue_prediction"]) == 0
+    assert 0 < finished <= 8
+    whole, killed = _checksums(tmp_path / "whole"), _checksums(out)
+    del whole["prediction.json"], killed["prediction.json"]  # names the output folder and the settings
+    assert killed == whole and len(whole) == 8 * 2 + 1  # maps, masks, scores.csv: byte-identical
+    for record in (tmp_path / "whole" / "per_case").iterdir():
+        a, b = (json.loads(f.read_text()) for f in (record, out / "per_case" / record.name))
+        assert {**a, "seconds": None} == {**b, "seconds": None}
+    assert not [p for p in out.rglob(".*")]  # no temporary file left behind

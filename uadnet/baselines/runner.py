@@ -166,7 +166,7 @@ class BaselineRunner:
 
     def _run_case(self, case: Case) -> dict[str, Any]:
         o = self._outputs(case.identifier)
-        o["record"].unlink(missing_ok=True)  # not finished until rewritten
+        export.start_case(o)
         image, props = self._read(case, self.s.baseline == "zscore")
         result = self.score_case(image, props)
         export.write_map_and_mask(self.reader, result["map"], props, o, self.voxel_threshold)

@@ -9,6 +9,7 @@ the folder: ``scores.csv`` (case, score, flagged) and ``prediction.json`` (at le
 from __future__ import annotations
 
 import csv
+import glob
 import io
 import os
 import traceback
@@ -34,6 +35,16 @@ def case_outputs(output_folder: Path, case: str, output_ending: str) -> dict[str
     return {"map": out / f"{case}{output_ending}", "mask": out / f"{case}_mask{output_ending}",
             "restoration": out / f"{case}_restoration_0000{output_ending}",
             "record": out / PER_CASE / f"{case}.json"}
+
+
+def start_case(outputs: dict[str, Path]) -> None:
+    """Before a case is (re)computed: remove its record (the case is not finished until it is rewritten) and any
+    temporary file a killed run left behind for its outputs (``atomic_path`` names them ``.<name>.*``)."""
+    outputs["record"].unlink(missing_ok=True)
+    for path in outputs.values():
+        if path.parent.is_dir():
+            for stale in path.parent.glob(f".{glob.escape(path.name)}.*"):
+                stale.unlink(missing_ok=True)
 
 
 def output_name_collisions(cases: Sequence[str]) -> list[str]:

@@ -167,7 +167,7 @@ class Predictor:
         export.check_channels(case, self.plans.channel_names, self.file_ending, PredictionError)
 
     def _run_case(self, case: Case) -> dict:
-        self._outputs(case.identifier)["record"].unlink(missing_ok=True)  # not finished until rewritten
+        export.start_case(self._outputs(case.identifier))
         self._check_case(case)
         image, props = export.read_case(self.reader, case, self.plans.channel_names, PredictionError)
         result = self.predict_case(image, props)

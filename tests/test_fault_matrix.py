@@ -329,3 +329,30 @@ def test_prediction_killed_hard_continues_to_byte_identical_outputs(paths_env, t
         a, b = (json.loads(f.read_text()) for f in (record, out / "per_case" / record.name))
         assert {**a, "seconds": None} == {**b, "seconds": None}
     assert not [p for p in out.rglob(".*")]  # no temporary file left behind
+
+
+def test_the_case_score_is_computed_as_its_threshold_was_calibrated(paths_env, tmp_path):
+    from uadnet.inference.predictor import PredictionSettings, Predictor
+
+    calibration = (paths_env["UADNET_RESULTS"] / "Dataset001_3d_iso" / "cold_ensemble__uadnet_plans__2d" / "fold_0"
+                   / "calibration.json")
+    saved = calibration.read_bytes()
+    image, props = SimpleITKIO().read_images([_test_images(paths_env) / "test_000_0000.nii.gz"])
+    settings = PredictionSettings(tmp_path, tmp_path / "o", 1, folds=["0"], precision="fp32", progress_bar=False)
+    scores = {}
+    try:
+        for fraction in (0.01, 0.2):
+            data = json.loads(saved)
+            assert data["case_score"]["top_fraction"] == 0.01
+            data["case_score"]["top_fraction"] = fraction
+            calibration.write_text(json.dumps(data))
+            predictor = Predictor(settings)
+            assert predictor.case_top_fraction == fraction
+            scores[fraction] = predictor.predict_case(image, props)["score"]
+        data["case_score"]["reduction"] = "median"
+        calibration.write_text(json.dumps(data))
+        with pytest.raises(ValueError, match="'median', which this uadnet version does not know"):
+            Predictor(settings)
+    finally:
+        calibration.write_bytes(saved)
+    assert scores[0.2] < scores[0.01]  # the mean of the top 20 % is lower than that of the top 1 %

@@ -23,6 +23,16 @@ def case_score(score: np.ndarray, foreground: np.ndarray | None = None, top_frac
     return float(np.partition(values, values.size - n)[values.size - n:].mean())
 
 
+def case_score_as_calibrated(calibration: dict) -> float:
+    """The ``top_fraction`` a ``calibration.json`` computed its healthy case scores with (the case threshold is only
+    meaningful for case scores computed the same way); ``ValueError`` for a reduction this version does not know."""
+    spec = calibration.get("case_score", {"reduction": "mean_of_top_fraction", "top_fraction": CASE_TOP_FRACTION})
+    if spec.get("reduction") != "mean_of_top_fraction":
+        raise ValueError(f"calibration.json computes case scores as '{spec.get('reduction')}', which this uadnet "
+                         "version does not know: update uadnet or recalibrate (uadnet_train ... --c)")
+    return float(spec["top_fraction"])
+
+
 def calibrate(scores: Sequence[np.ndarray], foregrounds: Sequence[np.ndarray | None],
               false_positive_rates: Sequence[float] = FALSE_POSITIVE_RATES, case_quantile: float = 0.95,
               top_fraction: float = CASE_TOP_FRACTION) -> dict:

@@ -177,3 +177,16 @@ def test_two_process_gloo_ddp_writes_one_set_of_checkpoints(results, method):
     assert sorted(p.name for p in fold.glob("*.pth")) == sorted(
         [ckpt.BEST, ckpt.FINAL, ckpt.LATEST, ckpt.PREVIOUS])
     assert not list(fold.glob(".*"))  # no temporary files left behind
+
+
+def test_the_device_comes_from_the_plans_unless_the_command_line_names_one(monkeypatch, capsys):
+    from uadnet.utilities.torch_utils import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device(None, "cpu").type == "cpu" and resolve_device("auto").type in ("cpu", "mps")
+    assert resolve_device(None, "cuda").type in ("cpu", "mps")  # plans made on a GPU machine still run here
+    assert "the plans were made for device cuda" in capsys.readouterr().out
+    with pytest.raises(RuntimeError, match="--device cuda was asked for"):
+        resolve_device("cuda", "cpu")  # asked for explicitly: an error, not a silent fallback
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device(None, "auto").type == "cuda" and resolve_device("cpu", "cuda").type == "cpu"

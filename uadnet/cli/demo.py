@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id", type=int, default=990, help="dataset id (default 990)")
     p.add_argument("-m", "--method", default="cold_ensemble", help="method (default %(default)s)")
     p.add_argument("-np", "--num_processes", type=int, default=2, help="worker processes (default 2)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="auto (default: the best available), cpu, cuda or mps")
     p.add_argument("--disable_progress_bar", action="store_true")
     return p
 

@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num_parts", type=int, default=1, help="split the sorted cases into this many shards")
     p.add_argument("--part_id", type=int, default=0, help="which shard this process predicts (0-based)")
     p.add_argument("--continue_prediction", action="store_true", help="skip cases already finished in OUT")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or mps (default cpu)")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda or mps (default: the plans' compute.device; a "
+                   "device this machine lacks falls back to the best available one, with a warning)")
     p.add_argument("--step_size", type=float, default=None, help="sliding-window step as a fraction of the patch")
     p.add_argument("--precision", choices=["fp32", "bf16"], default=None, help="default: the plans'")
     p.add_argument("--fpr", type=float, default=0.01,

@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--plans", default="uadnet_plans", help="plans name (default %(default)s)")
     p.add_argument("--c", dest="continue_training", action="store_true",
                    help="continue from the newest valid checkpoint of this fold")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or mps (default cpu)")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda or mps (default: the plans' compute.device; a "
+                   "device this machine lacks falls back to the best available one, with a warning)")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--iterations", type=int, default=None, help="training iterations (default: the plans')")
     length.add_argument("--epochs", type=int, default=None, help="epochs of validation_every iterations")

@@ -52,7 +52,7 @@ class PredictionSettings:
     num_parts: int = 1
     part_id: int = 0
     continue_prediction: bool = False
-    device: str = "cpu"
+    device: str | None = None  # None: the plans' compute.device (auto: the best available)
     step_size: float | None = None
     precision: str | None = None
     fpr: float = 0.01
@@ -85,10 +85,10 @@ class Predictor:
 
     def __init__(self, settings: PredictionSettings) -> None:
         self.s = settings
-        self.device = resolve_device(settings.device)
         self.model_folder = settings.model_folder or model_folder_for(settings.dataset, settings.method,
                                                                       settings.plans_name, settings.configuration)
         self.plans, self.dataset_json = load_plans_and_dataset_json(self.model_folder)
+        self.device = resolve_device(settings.device, self.plans.compute.device)
         self.config_name = self.model_folder.name.split("__")[-1]
         self.cfg = self.plans.configuration(self.config_name)
         self.method = get_method(settings.method)

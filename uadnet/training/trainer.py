@@ -56,7 +56,7 @@ class TrainerSettings:
     configuration: str | None = None
     method: str = "cold_ensemble"
     plans_name: str = "uadnet_plans"
-    device: str = "cpu"
+    device: str | None = None  # None: the plans' compute.device (auto: the best available)
     iterations: int | None = None
     epochs: int | None = None
     time_budget_minutes: float | None = None
@@ -118,7 +118,7 @@ class Trainer:
         self.precision = settings.precision or self.plans.compute.precision
         self.compile = self.plans.compute.compile if settings.compile is None else settings.compile
         self.num_workers = tp.num_workers if settings.num_workers is None else settings.num_workers
-        self.device = resolve_device(settings.device)
+        self.device = resolve_device(settings.device, self.plans.compute.device)
 
     # ----------------------------------------------------------------------------------------------- setup
     def _split(self, fold: int | str) -> tuple[list[str], list[str]]:

@@ -9,6 +9,7 @@ import pytest
 
 from tests.synthetic import make_dataset, uadnet_folders
 from uadnet.cli.plan_and_preprocess import main as plan_main
+from uadnet.corruption.registry import CORRUPTIONS
 from uadnet.plans import PLANS_FILE, Plans
 from uadnet.training.dataloading import PreprocessedDataset, UADDataLoader, make_training_pipeline
 
@@ -127,3 +128,24 @@ def test_batch_stream_is_addressed_by_index_for_any_worker_count_and_start(prepr
         np.testing.assert_array_equal(a["data"], b["data"])
         assert a["keys"] == b["keys"]
     assert not np.array_equal(single[0]["data"], single[1]["data"])
+
+
+@pytest.mark.parametrize("family", sorted(CORRUPTIONS))
+def test_validation_works_with_every_corruption_family(preprocessed, family):
+    """Every family takes the same call (the foreign image of another case included, of another shape)."""
+    import dataclasses
+
+    from uadnet.training.validation import make_validation_set
+
+    folder, plans = preprocessed
+    cfg = plans.configuration("2d")
+    training = dataclasses.replace(cfg.training, validation_corruption=family)
+    plans = dataclasses.replace(plans, configurations={**plans.configurations,
+                                                       "2d": dataclasses.replace(cfg, training=training)})
+    cases = make_validation_set(folder, plans, "2d", CASES, seed=3)
+    assert [c.key for c in cases] == CASES
+    for c in cases:
+        assert c.corrupted.shape == c.healthy.shape and c.anomaly.shape == c.foreground.shape
+        assert np.isfinite(c.corrupted).all()
+        if family not in ("none", "synomaly_noise"):  # these leave the image unchanged
+            assert c.anomaly.any() and not np.array_equal(c.corrupted, c.healthy)

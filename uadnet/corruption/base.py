@@ -30,8 +30,13 @@ class Corrupted:
 
 
 class Corruption(Protocol):
+    """Every family takes the same call: ``image`` (c, z, y, x) in [0, 1], ``foreground`` (z, y, x) bool, a seeded
+    ``rng``, ``spacing`` (z, y, x) mm, and optionally another image of the dataset (``foreign``, (c, z', y', x'),
+    with its ``foreign_foreground``) for families that transplant tissue; the others ignore it."""
+
     def __call__(self, image: np.ndarray, foreground: np.ndarray, rng: np.random.Generator,
-                 spacing: Sequence[float]) -> Corrupted: ...
+                 spacing: Sequence[float], *, foreign: np.ndarray | None = None,
+                 foreign_foreground: np.ndarray | None = None) -> Corrupted: ...
 
 
 def unchanged(image: np.ndarray) -> Corrupted:
@@ -47,7 +52,8 @@ class Identity:
         return cls()
 
     def __call__(self, image: np.ndarray, foreground: np.ndarray, rng: np.random.Generator,
-                 spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> Corrupted:
+                 spacing: Sequence[float] = (1.0, 1.0, 1.0), *, foreign: np.ndarray | None = None,
+                 foreign_foreground: np.ndarray | None = None) -> Corrupted:
         return unchanged(image)
 
 

@@ -116,7 +116,8 @@ class DAG:
         return books
 
     def __call__(self, image: np.ndarray, foreground: np.ndarray, rng: np.random.Generator,
-                 spacing: Sequence[float], *, foreign: np.ndarray | None = None) -> Corrupted:
+                 spacing: Sequence[float], *, foreign: np.ndarray | None = None,
+                 foreign_foreground: np.ndarray | None = None) -> Corrupted:
         mask = random_shape(image.shape[1:], foreground, rng, spacing, self.size_mm, self.shape_types,
                             self.edge_sigma_voxels, self.edge_probability,
                             size_distribution=self.size_distribution)

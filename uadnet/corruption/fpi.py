@@ -20,11 +20,20 @@ if TYPE_CHECKING:
 
 
 def foreign_image(image: np.ndarray, rng: np.random.Generator, foreign: np.ndarray | None = None) -> np.ndarray:
-    """The foreign image ``(c, z, y, x)``: ``foreign`` (checked), or ``image`` randomly rolled by 25–75 % of each
-    spatial axis and randomly flipped (in-plane only for 2D)."""
+    """The foreign image ``(c, z, y, x)``: ``foreign`` (another case; centre-cropped or wrap-padded to ``image``'s
+    spatial shape when it differs), or ``image`` randomly rolled by 25–75 % of each spatial axis and randomly flipped
+    (in-plane only for 2D)."""
     if foreign is not None:
-        if foreign.shape != image.shape:
-            raise ValueError(f"foreign image shape {foreign.shape} != image shape {image.shape}")
+        if foreign.shape[0] != image.shape[0] or foreign.ndim != image.ndim:
+            raise ValueError(f"foreign image shape {foreign.shape} does not fit image shape {image.shape}")
+        for axis in range(1, image.ndim):
+            have, want = foreign.shape[axis], image.shape[axis]
+            if have > want:
+                foreign = np.take(foreign, range((have - want) // 2, (have - want) // 2 + want), axis=axis)
+            elif have < want:
+                pad = [(0, 0)] * image.ndim
+                pad[axis] = ((want - have) // 2, want - have - (want - have) // 2)
+                foreign = np.pad(foreign, pad, mode="wrap")
         return foreign
     axes = (2, 3) if image.shape[1] == 1 else (1, 2, 3)
     shifts = [int(rng.uniform(0.25, 0.75) * image.shape[a]) for a in axes]
@@ -57,7 +66,8 @@ class FPI:
                    cp.edge_smoothing_probability, severity_range_of(cp), cp.size_distribution)
 
     def __call__(self, image: np.ndarray, foreground: np.ndarray, rng: np.random.Generator,
-                 spacing: Sequence[float], *, foreign: np.ndarray | None = None) -> Corrupted:
+                 spacing: Sequence[float], *, foreign: np.ndarray | None = None,
+                 foreign_foreground: np.ndarray | None = None) -> Corrupted:
         mask = random_shape(image.shape[1:], foreground, rng, spacing, self.size_mm, self.shape_types,
                             self.edge_sigma_voxels, self.edge_probability,
                             size_distribution=self.size_distribution)

@@ -78,7 +78,8 @@ class SynomalyNoise:
         return synomaly_noise(shape, foreground, rng, self.blur_sigma_voxels, self.threshold, self.offset, self.sign)
 
     def __call__(self, image: np.ndarray, foreground: np.ndarray, rng: np.random.Generator,
-                 spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> Corrupted:
+                 spacing: Sequence[float] = (1.0, 1.0, 1.0), *, foreign: np.ndarray | None = None,
+                 foreign_foreground: np.ndarray | None = None) -> Corrupted:
         _, m, u = _sample(image.shape, foreground, rng, self.blur_sigma_voxels, self.threshold)
         if not m.any():
             return unchanged(image)
@@ -92,7 +93,8 @@ class SynomalyTrainingNoise(SynomalyNoise):
     (``mask`` = M, severity ``(u + o)/(1 + o)``); the ``synomaly`` method lets the forward process add it."""
 
     def __call__(self, image: np.ndarray, foreground: np.ndarray, rng: np.random.Generator,
-                 spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> Corrupted:
+                 spacing: Sequence[float] = (1.0, 1.0, 1.0), *, foreign: np.ndarray | None = None,
+                 foreign_foreground: np.ndarray | None = None) -> Corrupted:
         eps, m, u = _sample(image.shape, foreground, rng, self.blur_sigma_voxels, self.threshold)
         shift = np.float32(self.sign * (u + self.offset))
         severity = float((u + self.offset) / (1 + self.offset)) if m.any() else 0.0

@@ -67,6 +67,27 @@ def results_folder(create: bool = False) -> Path:
     return _folder("results", create)
 
 
+DEFAULT_PLANS_NAME = "uadnet_plans"  # the plans file <name>.json the planner writes and every command reads by default
+_SEP = "__"
+
+
+def model_folder_name(method: str, plans_name: str, configuration: str) -> str:
+    """``<method>__<plans>__<configuration>``, the folder of one trained model inside ``UADNET_RESULTS/<dataset>``
+    (the one place that builds it; :func:`model_folder_parts` reads it back)."""
+    for part in (method, plans_name, configuration):
+        if _SEP in part or not part:
+            raise ValueError(f"'{part}' cannot be part of a model folder name (empty, or contains '{_SEP}')")
+    return _SEP.join((method, plans_name, configuration))
+
+
+def model_folder_parts(folder: str | os.PathLike) -> tuple[str, str, str]:
+    """``(method, plans name, configuration)`` of a model folder named by :func:`model_folder_name`."""
+    parts = Path(folder).name.split(_SEP)
+    if len(parts) != 3:
+        raise ValueError(f"{folder} is not a model folder named <method>{_SEP}<plans>{_SEP}<configuration>")
+    return parts[0], parts[1], parts[2]
+
+
 _NAME = re.compile(r"^Dataset(\d{3})_([A-Za-z0-9_\-]+)$")
 
 

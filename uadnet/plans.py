@@ -18,7 +18,7 @@ from typing import Any
 
 from uadnet.utilities.file_io import load_json, save_json
 
-PLANS_FILE = "uadnet_plans.json"
+PLANS_FILE = "uadnet_plans.json"  # == paths.DEFAULT_PLANS_NAME + ".json"
 FINGERPRINT_FILE = "dataset_fingerprint.json"
 SPLITS_FILE = "splits_final.json"
 

@@ -28,6 +28,7 @@ from uadnet.baselines.common import (
     without_clipping,
 )
 from uadnet.dataset.raw_dataset import Case, RawDataset
+from uadnet.imageio import reader_writer_class
 from uadnet.inference import export
 from uadnet.plans import SPLITS_FILE, Plans
 from uadnet.scoring.calibration import FALSE_POSITIVE_RATES
@@ -44,7 +45,7 @@ class BaselineSettings:
     dataset: str | int
     baseline: str = "intensity"
     configuration: str | None = None  # intensity baseline: the preprocessing configuration (default: the plans')
-    plans_name: str = "uadnet_plans"
+    plans_name: str = paths.DEFAULT_PLANS_NAME
     fold: int = 0  # fit on this fold's 'train' cases, calibrate on its 'val' cases
     fpr: float = 0.01
     clip: bool = False  # True: clip normalised intensities at 1 as the plans do for the networks (ties bright voxels)
@@ -82,8 +83,8 @@ class BaselineRunner:
             raise FileNotFoundError(f"{raw_folder / 'dataset.json'} is missing: the baselines fit and calibrate on the "
                                     "raw healthy training images (imagesTr) of the dataset")
         self.raw = RawDataset(raw_folder)
-        self.file_ending = self.raw.file_ending
-        self.reader = self.raw.reader_writer()
+        self.file_ending = self.plans.file_ending  # the reader the cases were preprocessed with, from the plans
+        self.reader = reader_writer_class(self.plans.file_ending, self.plans.image_reader_writer)()
         self.output_ending = self.reader.output_file_ending(self.file_ending)
         self.channel_names = [self.plans.channel_names[str(i)] for i in range(len(self.plans.channel_names))]
         self.signs = channel_signs(self.channel_names)

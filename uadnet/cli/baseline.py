@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from uadnet.cli.common import report_error
+from uadnet.paths import DEFAULT_PLANS_NAME
 
 BASELINES = ("intensity", "zscore")
 
@@ -29,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--configuration", default=None,
                    help="preprocessing configuration of the intensity baseline, 2d or 3d (default: the plans' "
                         "default); the z-score baseline works on the input grid")
-    p.add_argument("-p", "--plans", default="uadnet_plans", help="plans name (default %(default)s)")
+    p.add_argument("-p", "--plans", default=DEFAULT_PLANS_NAME, help="plans name (default %(default)s)")
     p.add_argument("-f", "--fold", type=int, default=0,
                    help="fit on this fold's 'train' cases and calibrate on its 'val' cases (default %(default)s)")
     p.add_argument("--fpr", type=float, default=0.01,

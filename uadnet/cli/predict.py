@@ -8,6 +8,7 @@ from pathlib import Path
 
 from uadnet.cli.common import report_error
 from uadnet.methods import DEFAULT_METHOD, METHODS
+from uadnet.paths import DEFAULT_PLANS_NAME
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-d", "--dataset", required=True, help="dataset id or name the model was trained on")
     p.add_argument("-c", "--configuration", default=None, help="2d or 3d (default: the plans' default)")
     p.add_argument("-m", "--method", default=DEFAULT_METHOD, choices=sorted(METHODS), help="default %(default)s")
-    p.add_argument("-p", "--plans", default="uadnet_plans", help="plans name (default %(default)s)")
+    p.add_argument("-p", "--plans", default=DEFAULT_PLANS_NAME, help="plans name (default %(default)s)")
     p.add_argument("-f", "--folds", nargs="+", default=None,
                    help="folds to ensemble, e.g. 0 1 2 3 4 or all (default: every numbered fold with the checkpoint, "
                         "else all)")

@@ -7,6 +7,7 @@ import sys
 
 from uadnet.cli.common import report_error
 from uadnet.methods import DEFAULT_METHOD, METHODS
+from uadnet.paths import DEFAULT_PLANS_NAME
 
 
 def _fold(text: str) -> int | str:
@@ -28,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("fold", type=_fold, help="fold 0-4, or 'all' (train on every case)")
     p.add_argument("-c", "--configuration", default=None, help="2d or 3d (default: the plans' default)")
     p.add_argument("-m", "--method", default=DEFAULT_METHOD, choices=sorted(METHODS), help="default %(default)s")
-    p.add_argument("-p", "--plans", default="uadnet_plans", help="plans name (default %(default)s)")
+    p.add_argument("-p", "--plans", default=DEFAULT_PLANS_NAME, help="plans name (default %(default)s)")
     p.add_argument("--c", dest="continue_training", action="store_true",
                    help="continue from the newest valid checkpoint of this fold")
     p.add_argument("--device", default=None, help="auto, cpu, cuda or mps (default: the plans' compute.device; a "

@@ -19,10 +19,11 @@ import torch
 
 from uadnet import paths
 from uadnet.dataset.raw_dataset import Case
-from uadnet.imageio import reader_writer_for
+from uadnet.imageio import reader_writer_class
 from uadnet.inference import export
 from uadnet.inference.model_loading import TrainedFold, available_folds, load_fold, load_plans_and_dataset_json
 from uadnet.methods import get_method
+from uadnet.plans import PLANS_FILE
 from uadnet.postprocessing import apply_postprocessing
 from uadnet.preprocessing.preprocessor import preprocess_case, revert_preprocessing
 from uadnet.scoring.calibration import case_score, case_score_as_calibrated
@@ -45,7 +46,7 @@ class PredictionSettings:
     dataset: str | int
     configuration: str | None = None
     method: str = "cold_ensemble"
-    plans_name: str = "uadnet_plans"
+    plans_name: str = paths.DEFAULT_PLANS_NAME
     folds: list[str] | None = None  # None: every fold with a final checkpoint
     checkpoint: str = ckpt.FINAL
     save_restorations: bool = False
@@ -67,13 +68,12 @@ def model_folder_for(dataset: str | int, method: str, plans_name: str, configura
     name = paths.resolve_dataset_name(dataset)
     root = paths.results_folder() / name
     if configuration is None:
-        candidates = sorted(root.glob(f"{method}__{plans_name}__*"))
+        candidates = sorted(root.glob(paths.model_folder_name(method, plans_name, "*")))
         if not candidates:
             raise FileNotFoundError(f"no trained {method} model for {name} in {root}: run uadnet_train first")
-        plans = load_json(candidates[0] / "uadnet_plans.json") if (candidates[0] / "uadnet_plans.json").is_file() \
-            else {}
-        configuration = plans.get("default_configuration", candidates[0].name.split("__")[-1])
-    folder = root / f"{method}__{plans_name}__{configuration}"
+        plans = load_json(candidates[0] / PLANS_FILE) if (candidates[0] / PLANS_FILE).is_file() else {}
+        configuration = plans.get("default_configuration", paths.model_folder_parts(candidates[0])[2])
+    folder = root / paths.model_folder_name(method, plans_name, configuration)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} does not exist: train with uadnet_train {name} FOLD -m {method} -c "
                                 f"{configuration}")
@@ -89,7 +89,7 @@ class Predictor:
                                                                       settings.plans_name, settings.configuration)
         self.plans, self.dataset_json = load_plans_and_dataset_json(self.model_folder)
         self.device = resolve_device(settings.device, self.plans.compute.device)
-        self.config_name = self.model_folder.name.split("__")[-1]
+        self.config_name = paths.model_folder_parts(self.model_folder)[2]
         self.cfg = self.plans.configuration(self.config_name)
         self.method = get_method(settings.method)
         folds = settings.folds or available_folds(self.model_folder, settings.checkpoint)
@@ -120,8 +120,8 @@ class Predictor:
         # the fold ensemble's thresholds: mean of the folds' (each calibrated on its own healthy validation cases)
         self.voxel_threshold = float(np.mean([f.calibration["voxel_thresholds"][key] for f in self.folds]))
         self.case_threshold = float(np.mean([f.calibration["case_threshold"] for f in self.folds]))
-        self.file_ending = self.dataset_json.get("file_ending", self.plans.file_ending)
-        self.reader = reader_writer_for(self.file_ending, self.dataset_json.get("overwrite_image_reader_writer"))
+        self.file_ending = self.plans.file_ending  # the reader the cases were preprocessed with, from the plans
+        self.reader = reader_writer_class(self.plans.file_ending, self.plans.image_reader_writer)()
         self.output_ending = self.reader.output_file_ending(self.file_ending)
         self.num_channels = len(self.plans.channel_names)
 
@@ -191,7 +191,7 @@ class Predictor:
                 "fpr": self.s.fpr, "voxel_threshold": self.voxel_threshold, "case_threshold": self.case_threshold,
                 "voxel_thresholds_per_fold": {f.fold: f.calibration["voxel_thresholds"] for f in self.folds},
                 "postprocessing_per_fold": {f.fold: f.postprocessing.to_dict() for f in self.folds},
-                "step_size": self.step_size, "precision": self.precision,
+                "step_size": self.step_size, "precision": self.precision, "device": str(self.device),
                 "uadnet_version": self.plans.uadnet_version, "settings": {k: str(v) for k, v in
                                                                            asdict(self.s).items()}}
 

@@ -55,7 +55,7 @@ class TrainerSettings:
     fold: int | str
     configuration: str | None = None
     method: str = "cold_ensemble"
-    plans_name: str = "uadnet_plans"
+    plans_name: str = paths.DEFAULT_PLANS_NAME
     device: str | None = None  # None: the plans' compute.device (auto: the best available)
     iterations: int | None = None
     epochs: int | None = None
@@ -86,7 +86,8 @@ def learning_rate(iteration: int, total: int, base: float, warmup: int, schedule
 
 def output_folder(dataset_name: str, method: str, plans_name: str, configuration: str, fold: int | str) -> Path:
     """``UADNET_RESULTS/<dataset>/<method>__<plans>__<configuration>/fold_<fold>``."""
-    return paths.results_folder() / dataset_name / f"{method}__{plans_name}__{configuration}" / f"fold_{fold}"
+    return paths.results_folder() / dataset_name / paths.model_folder_name(method, plans_name, configuration) / \
+        f"fold_{fold}"
 
 
 class Trainer:

@@ -69,9 +69,10 @@ def main() -> None:
     from uadnet.evaluation.evaluator import list_cases
     from uadnet.imageio.reader_writer_registry import reader_writer_for
     from uadnet.inference.predictor import PredictionSettings, Predictor
+    from uadnet.methods.cold_ensemble import ColdEnsembleScorer
     from uadnet.postprocessing import apply_postprocessing
     from uadnet.preprocessing.preprocessor import preprocess_case, revert_preprocessing
-    from uadnet.scoring.scorers import ColdEnsembleScorer, score_volume
+    from uadnet.scoring.scorers import score_volume
     from uadnet.training.validation import make_validation_set
     from uadnet.utilities.file_io import load_json
 

@@ -51,16 +51,17 @@ def measure(root: str, precision: str, batched: bool) -> dict:
     import numpy as np
 
     from uadnet.imageio import reader_writer_for
-    from uadnet.methods import get_method
+    from uadnet.methods import build_method
+    from uadnet.methods.cold_ensemble import ColdEnsembleScorer
     from uadnet.plans import PLANS_FILE, Plans
     from uadnet.preprocessing.preprocessor import preprocess_case, revert_preprocessing
-    from uadnet.scoring.scorers import ColdEnsembleScorer, score_volume
+    from uadnet.scoring.scorers import score_volume
 
     name = f"Dataset{DATASET_ID:03d}_DemoBrain"
     plans = Plans.load(Path(root) / "preprocessed" / name / PLANS_FILE)
     cfg_name = plans.default_configuration
     cfg = plans.configuration(cfg_name)
-    model = get_method("cold_ensemble").build_network(plans, cfg_name, len(plans.channel_names)).eval()
+    model = build_method("cold_ensemble", plans, cfg_name).network().eval()
     severities = plans.methods.cold_ensemble.severities
     scorer = (ColdEnsembleScorer(model, severities, precision) if batched
               else SequentialEnsemble(model, severities, precision))

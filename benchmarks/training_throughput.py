@@ -25,15 +25,15 @@ def measure(plans_file: str, configuration: str, precision: str, steps: int) -> 
 
     import torch
 
-    from uadnet.methods import get_method
+    from uadnet.methods import build_method
     from uadnet.plans import Plans
     from uadnet.training.ema import EMA
     from uadnet.utilities.torch_utils import autocast
 
     plans = Plans.load(plans_file)
     cfg = plans.configuration(configuration)
-    method = get_method("cold_ensemble")
-    model = method.build_network(plans, configuration, len(plans.channel_names))
+    method = build_method("cold_ensemble", plans, configuration)
+    model = method.network()
     ema, opt = EMA(model, 0.999), torch.optim.AdamW(model.parameters(), lr=1e-4)
     shape = (cfg.batch_size, len(plans.channel_names), *cfg.patch_size)
     batch = {"data": torch.rand(shape), "target": torch.rand(shape), "severity": torch.rand(cfg.batch_size),
@@ -42,7 +42,7 @@ def measure(plans_file: str, configuration: str, precision: str, steps: int) -> 
 
     def step() -> None:
         with autocast(device, precision):
-            loss = method.training_loss(model, batch, "l1", plans)
+            loss = method.loss(model, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

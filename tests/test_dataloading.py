@@ -9,7 +9,7 @@ import pytest
 
 from tests.synthetic import make_dataset, uadnet_folders
 from uadnet.cli.plan_and_preprocess import main as plan_main
-from uadnet.corruption.registry import CORRUPTIONS
+from uadnet.corruption.registry import CORRUPTIONS, build_corruption
 from uadnet.plans import PLANS_FILE, Plans
 from uadnet.training.dataloading import PreprocessedDataset, UADDataLoader, make_training_pipeline
 
@@ -27,7 +27,8 @@ def preprocessed(tmp_path_factory):
 
 
 def _first(folder, plans, cfg, seed, corruption="dag"):
-    return next(make_training_pipeline(folder, plans, cfg, CASES, corruption, num_workers=0, seed=seed))
+    return next(make_training_pipeline(folder, plans, cfg, CASES, build_corruption(corruption, plans), num_workers=0,
+                                       seed=seed))
 
 
 @pytest.mark.parametrize("cfg", ["2d", "3d"])
@@ -70,7 +71,7 @@ def test_seeding(preprocessed, cfg):
 
 def test_dag_changes_only_inside_anomaly_mask(preprocessed):
     folder, plans = preprocessed
-    it = make_training_pipeline(folder, plans, "2d", CASES, "dag", num_workers=0, seed=5)
+    it = make_training_pipeline(folder, plans, "2d", CASES, build_corruption("dag", plans), num_workers=0, seed=5)
     changed_any = False
     for _ in range(3):
         b = next(it)
@@ -82,7 +83,7 @@ def test_dag_changes_only_inside_anomaly_mask(preprocessed):
 
 def test_two_workers_distinct_batches_and_clean_shutdown(preprocessed):
     folder, plans = preprocessed
-    aug = make_training_pipeline(folder, plans, "2d", CASES, "dag", num_workers=2, seed=0)
+    aug = make_training_pipeline(folder, plans, "2d", CASES, build_corruption("dag", plans), num_workers=2, seed=0)
     try:
         batches = [next(aug) for _ in range(4)]
     finally:
@@ -103,7 +104,7 @@ def test_missing_preprocessed_files_give_clear_error(preprocessed, tmp_path):
     for case in CASES:
         (tmp_path / ident / f"{case}.npy").write_bytes((folder / ident / f"{case}.npy").read_bytes())
     with pytest.raises(FileNotFoundError, match="case_000_fg.npy is missing: run uadnet_plan_and_preprocess"):
-        make_training_pipeline(tmp_path, plans, "2d", CASES, "dag")
+        make_training_pipeline(tmp_path, plans, "2d", CASES, build_corruption("dag", plans))
 
 
 def test_batch_stream_is_addressed_by_index_for_any_worker_count_and_start(preprocessed):
@@ -112,7 +113,8 @@ def test_batch_stream_is_addressed_by_index_for_any_worker_count_and_start(prepr
     folder, plans = preprocessed
 
     def stream(workers, start, n):
-        aug = make_training_pipeline(folder, plans, "2d", CASES, "dag", num_workers=workers, seed=5, start_batch=start)
+        aug = make_training_pipeline(folder, plans, "2d", CASES, build_corruption("dag", plans), num_workers=workers,
+                                     seed=5, start_batch=start)
         try:
             return [next(aug) for _ in range(n)]
         finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -48,12 +49,18 @@ def test_cosine_endpoints():
         assert s.alphas_cumprod[t].item() == pytest.approx(f(t + 1) / f(0), rel=1e-9)
 
 
-def test_from_plan():
-    a = DDPMScheduler.from_plan(ImageConditionedPlan())
+def test_the_methods_build_their_scheduler_once_from_their_plans_section_and_it_round_trips():
+    from uadnet.methods.image_conditioned import ImageConditioned
+    from uadnet.methods.synomaly import Synomaly
+
+    a = ImageConditioned.make_scheduler(ImageConditionedPlan())
     assert a.beta_schedule == "linear" and a.num_train_timesteps == 1000
     assert torch.allclose(a.betas, DDPMScheduler(1000, "linear", 1e-4, 0.02).betas)
-    b = DDPMScheduler.from_plan(SynomalyPlan(num_train_timesteps=500))
+    b = Synomaly.make_scheduler(SynomalyPlan(num_train_timesteps=500))
     assert b.beta_schedule == "cosine" and b.betas.shape == (500,)
+    for s in (a, b):
+        again = DDPMScheduler(**json.loads(json.dumps(s.config())))
+        assert again.config() == s.config() and torch.equal(again.alphas_cumprod, s.alphas_cumprod)
     with pytest.raises(ValueError, match="beta_schedule"):
         DDPMScheduler(10, "quadratic")
 

@@ -22,11 +22,13 @@ from uadnet.cli.train import main as train_main
 from uadnet.corruption.registry import build_corruption
 from uadnet.corruption.synomaly_noise import synomaly_noise
 from uadnet.corruption.transforms import CorruptionTransform
-from uadnet.methods import get_method
+from uadnet.methods import build_method
+from uadnet.methods.ddpm import to_model_range
+from uadnet.methods.image_conditioned import ImageConditionedScorer
+from uadnet.methods.synomaly import SynomalyScorer
 from uadnet.networks.ddpm_scheduler import DDPMScheduler
 from uadnet.networks.unet import ConditionalUNet
 from uadnet.plans import NetworkPlan, SynomalyPlan
-from uadnet.scoring.diffusion_scorers import ImageConditionedScorer, SynomalyScorer, to_model_range
 from uadnet.scoring.filters import gaussian_blur, ssim_map
 from uadnet.training.trainer import Trainer
 
@@ -119,7 +121,7 @@ def test_synomaly_scorer_multistage_with_an_oracle():
 def test_synomaly_fusion_and_per_sample_stopping(monkeypatch):
     """Without sampling noise the model sees √ᾱ·(current image): stage 2 must start from D·x̂₀ + (1 − D)·x with
     D the thresholded smoothed difference; a sample whose mask keeps changing runs longer than one that does not."""
-    import uadnet.scoring.diffusion_scorers as ds
+    import uadnet.methods.synomaly as ds
 
     monkeypatch.setattr(ds, "seeded_randn", lambda shape, g, device, dtype: torch.zeros(shape, dtype=dtype))
     s = DDPMScheduler(1000, "cosine")
@@ -152,15 +154,19 @@ def test_synomaly_fusion_and_per_sample_stopping(monkeypatch):
 
 # ----------------------------------------------------------------------------------------------------- losses
 def _plans(**synomaly) -> SimpleNamespace:
+    """Just what the DDPM methods read: their sections and one configuration (duck-typed plans)."""
     from uadnet.plans import ImageConditionedPlan
+    configuration = SimpleNamespace(training=SimpleNamespace(loss="l1"))
     return SimpleNamespace(methods=SimpleNamespace(image_conditioned=ImageConditionedPlan(),
-                                                   synomaly=SynomalyPlan(**synomaly)))
+                                                   synomaly=SynomalyPlan(**synomaly)),
+                           default_configuration="2d", channel_names={"0": "a", "1": "b"},
+                           configuration=lambda name=None: configuration)
 
 
 def test_image_conditioned_loss_is_zero_for_the_true_noise_and_positive_otherwise():
     plans = _plans()
-    method = get_method("image_conditioned")
-    s = DDPMScheduler.from_plan(plans.methods.image_conditioned)
+    method = build_method("image_conditioned", plans)
+    s = method.scheduler
     g = torch.Generator().manual_seed(0)
     batch = {"target": torch.rand(4, 2, 8, 8, generator=g), "data": torch.rand(4, 2, 8, 8, generator=g)}
 
@@ -170,32 +176,32 @@ def test_image_conditioned_loss_is_zero_for_the_true_noise_and_positive_otherwis
                              _timestep(s, condition)).float()
 
     torch.manual_seed(0)
-    assert method.training_loss(oracle, batch, "l1", plans).item() < 1e-6
+    assert method.loss(oracle, batch).item() < 1e-6
     torch.manual_seed(0)  # a zero model: the loss is the min-SNR-weighted mean square of the (offset) noise drawn
     t = torch.randint(0, 1000, (4,))
     noise = s.offset_noise((4, 2, 8, 8), 0.1)
     expected = (s.min_snr_weights(t, 1.0) * (noise**2).flatten(1).mean(1)).mean()
     torch.manual_seed(0)
-    zero = method.training_loss(lambda inp, c: torch.zeros_like(inp[:, :2]), batch, "l1", plans)
+    zero = method.loss(lambda inp, c: torch.zeros_like(inp[:, :2]), batch)
     torch.testing.assert_close(zero, expected, atol=1e-6, rtol=1e-5)
     assert bool((s.min_snr_weights(t, 1.0) < 1).any())  # the weighting is active for these timesteps
 
 
 def test_synomaly_loss_targets_the_batch_noise():
     plans = _plans()
-    method = get_method("synomaly")
-    s = DDPMScheduler.from_plan(plans.methods.synomaly)
+    method = build_method("synomaly", plans)
+    s = method.scheduler
     g = torch.Generator().manual_seed(0)
     batch = {"target": torch.rand(3, 1, 8, 8, generator=g), "noise": torch.randn(3, 1, 8, 8, generator=g) + 2.0}
 
     def oracle(x_t, condition):
         return s.predict_eps(x_t.double(), to_model_range(batch["target"]).double(), _timestep(s, condition)).float()
 
-    assert method.training_loss(oracle, batch, "l1", plans).item() < 1e-6
-    zero = method.training_loss(lambda x_t, c: torch.zeros_like(x_t), batch, "l1", plans).item()
+    assert method.loss(oracle, batch).item() < 1e-6
+    zero = method.loss(lambda x_t, c: torch.zeros_like(x_t), batch).item()
     assert zero == pytest.approx(float((batch["noise"] ** 2).mean()), rel=1e-5)
     with pytest.raises(ValueError, match="synomaly_noise"):
-        method.training_loss(oracle, {"target": batch["target"]}, "l1", plans)
+        method.loss(oracle, {"target": batch["target"]})
 
 
 def test_synomaly_training_noise_in_a_2d_batch():

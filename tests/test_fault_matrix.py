@@ -204,10 +204,12 @@ def test_edited_plans_never_damage_folds_already_trained(paths_env, tmp_path, ca
 WORKER_SCRIPT = """
 import os, sys, time
 from uadnet.plans import Plans
+from uadnet.corruption.registry import build_corruption
 from uadnet.training.dataloading import make_training_pipeline
 folder = sys.argv[1]
 plans = Plans.load(os.path.join(folder, "uadnet_plans.json"))
-pipeline = make_training_pipeline(folder, plans, "2d", ["case_000", "case_001"], "dag", num_workers=2, seed=0)
+pipeline = make_training_pipeline(folder, plans, "2d", ["case_000", "case_001"], build_corruption("dag", plans),
+                                  num_workers=2, seed=0)
 next(pipeline)
 print(" ".join(str(p.pid) for p in pipeline._processes), flush=True)
 time.sleep(600)

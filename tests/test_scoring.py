@@ -7,8 +7,10 @@ import pytest
 import torch
 from torch import nn
 
+from uadnet.methods.cold_ensemble import ColdEnsembleScorer
+from uadnet.methods.cold_multistep import ColdMultistepScorer
 from uadnet.scoring.calibration import calibrate, case_score
-from uadnet.scoring.scorers import ColdEnsembleScorer, ColdMultistepScorer, score_volume
+from uadnet.scoring.scorers import score_volume
 
 
 class Affine(nn.Module):

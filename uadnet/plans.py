@@ -256,6 +256,9 @@ class MethodsPlan:
     image_conditioned: ImageConditionedPlan = field(default_factory=ImageConditionedPlan)
     synomaly: SynomalyPlan = field(default_factory=SynomalyPlan)
     autoencoder: AutoencoderPlan = field(default_factory=AutoencoderPlan)
+    # sections of methods from other packages (entry points ``uadnet.methods``), by method name; each method turns
+    # its own into its typed section class (``Method.plugin_section``), with that class's defaults for absent keys
+    plugins: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -344,6 +347,12 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     if tp in (int, bool, str) and not (type(value) is tp):
         raise PlansError(f"'{where}' must be of type {tp.__name__}, got {value!r}")
     return value
+
+
+def section_from_dict(cls: Any, d: dict[str, Any], where: str) -> Any:
+    """A typed plans section (a dataclass like those above) from JSON data; ``PlansError`` naming ``where`` for
+    unknown keys, missing required keys and wrong types (for sections of methods from other packages)."""
+    return _from_dict(cls, d, where)
 
 
 def _from_dict(cls: Any, d: dict[str, Any], where: str) -> Any:

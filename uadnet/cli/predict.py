@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from uadnet.cli.common import report_error
-from uadnet.methods import DEFAULT_METHOD, METHODS
+from uadnet.methods import DEFAULT_METHOD, available_methods
 from uadnet.paths import DEFAULT_PLANS_NAME
 
 
@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder (not the input folder)")
     p.add_argument("-d", "--dataset", required=True, help="dataset id or name the model was trained on")
     p.add_argument("-c", "--configuration", default=None, help="2d or 3d (default: the plans' default)")
-    p.add_argument("-m", "--method", default=DEFAULT_METHOD, choices=sorted(METHODS), help="default %(default)s")
+    p.add_argument("-m", "--method", default=DEFAULT_METHOD, choices=sorted(available_methods()), help="default %(default)s")
     p.add_argument("-p", "--plans", default=DEFAULT_PLANS_NAME, help="plans name (default %(default)s)")
     p.add_argument("-f", "--folds", nargs="+", default=None,
                    help="folds to ensemble, e.g. 0 1 2 3 4 or all (default: every numbered fold with the checkpoint, "

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from uadnet.cli.common import report_error
-from uadnet.methods import DEFAULT_METHOD, METHODS
+from uadnet.methods import DEFAULT_METHOD, available_methods
 from uadnet.paths import DEFAULT_PLANS_NAME
 
 
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", help="dataset id (e.g. 1) or name (Dataset001_BrainT1)")
     p.add_argument("fold", type=_fold, help="fold 0-4, or 'all' (train on every case)")
     p.add_argument("-c", "--configuration", default=None, help="2d or 3d (default: the plans' default)")
-    p.add_argument("-m", "--method", default=DEFAULT_METHOD, choices=sorted(METHODS), help="default %(default)s")
+    p.add_argument("-m", "--method", default=DEFAULT_METHOD, choices=sorted(available_methods()), help="default %(default)s")
     p.add_argument("-p", "--plans", default=DEFAULT_PLANS_NAME, help="plans name (default %(default)s)")
     p.add_argument("--c", dest="continue_training", action="store_true",
                    help="continue from the newest valid checkpoint of this fold")

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from uadnet.methods import get_method
+from uadnet.methods import Method
 from uadnet.plans import PLANS_FILE, Plans
 from uadnet.postprocessing import Postprocessing
 from uadnet.postprocessing.postprocessing import POSTPROCESSING_FILE
@@ -42,9 +42,11 @@ def load_plans_and_dataset_json(model_folder: Path) -> tuple[Plans, dict]:
     return Plans.load(plans_file), (load_json(dataset_json) if dataset_json.is_file() else {})
 
 
-def load_fold(model_folder: Path, fold: str, method_name: str, plans: Plans, configuration: str,
-              device: torch.device, checkpoint: str = ckpt.FINAL) -> TrainedFold:
-    """Network weights (``weights_only=True``), calibration and postprocessing of one fold."""
+def load_fold(model_folder: Path, fold: str, method: Method, device: torch.device, checkpoint: str = ckpt.FINAL
+              ) -> TrainedFold:
+    """Network weights (``weights_only=True``), calibration and postprocessing of one fold of ``method`` (bound
+    to the model folder's plans)."""
+    plans = method.plans
     folder = model_folder / f"fold_{fold}"
     path = folder / checkpoint
     if not path.is_file():
@@ -56,8 +58,7 @@ def load_fold(model_folder: Path, fold: str, method_name: str, plans: Plans, con
                          f"{model_folder / PLANS_FILE}: its maps would not be what it was validated and calibrated "
                          "for. Restore the model folder's plans, or predict with other folds (-f)")
     state = ckpt.load_checkpoint(path)
-    method = get_method(method_name)
-    model = method.build_network(plans, configuration, len(plans.channel_names))
+    model = method.network()
     model.load_state_dict(state["network"])
     model.to(device).eval().requires_grad_(False)
     calibration_file = folder / CALIBRATION_FILE

@@ -22,7 +22,7 @@ from uadnet.dataset.raw_dataset import Case
 from uadnet.imageio import reader_writer_class
 from uadnet.inference import export
 from uadnet.inference.model_loading import TrainedFold, available_folds, load_fold, load_plans_and_dataset_json
-from uadnet.methods import get_method
+from uadnet.methods import build_method
 from uadnet.plans import PLANS_FILE
 from uadnet.postprocessing import apply_postprocessing
 from uadnet.preprocessing.preprocessor import preprocess_case, revert_preprocessing
@@ -91,12 +91,12 @@ class Predictor:
         self.device = resolve_device(settings.device, self.plans.compute.device)
         self.config_name = paths.model_folder_parts(self.model_folder)[2]
         self.cfg = self.plans.configuration(self.config_name)
-        self.method = get_method(settings.method)
+        self.method = build_method(settings.method, self.plans, self.config_name)
         folds = settings.folds or available_folds(self.model_folder, settings.checkpoint)
         if not folds:
             raise FileNotFoundError(f"{self.model_folder} has no fold with {settings.checkpoint}: train first")
-        self.folds: list[TrainedFold] = [load_fold(self.model_folder, f, settings.method, self.plans,
-                                                   self.config_name, self.device, settings.checkpoint) for f in folds]
+        self.folds: list[TrainedFold] = [load_fold(self.model_folder, f, self.method, self.device,
+                                                   settings.checkpoint) for f in folds]
         # score as the calibration did (precision, step size), unless asked otherwise — then say so
         calibrated = self.folds[0].calibration
         self.precision = settings.precision or calibrated.get("precision") or self.plans.compute.precision
@@ -139,7 +139,7 @@ class Predictor:
         total_score = np.zeros(pre.data.shape[1:], np.float32)
         total_restoration = np.zeros(pre.data.shape, np.float32) if self.s.save_restorations else None
         for f in self.folds:
-            scorer = self.method.scorer(f.model, self.plans, self.precision)
+            scorer = self.method.scorer(f.model, self.precision)
             score, restoration = score_volume(scorer, pre.data, self.cfg.patch_size, step, inf.gaussian_sigma_scale,
                                               inf.batch_size, self.device, foreground=pre.foreground)
             total_score += apply_postprocessing(score, pre.foreground, spacing, f.postprocessing,

@@ -1,17 +1,20 @@
-"""What a method is: a small strategy object wiring a corruption, a restorer network, a loss and a scorer.
+"""What a method is: a small strategy object, bound to the plans and its own typed plans section, that makes its
+corruption, its restorer network, its loss and its scorer.
 
-The trainer and the predictor only talk to this interface, so adding a method means adding one module and one
-registry entry — never a trainer subclass.
+The trainer and the predictor only talk to this interface, so adding a method means one module (a ``Method``
+subclass, its scorer and its plans section) and one registry entry (or a ``uadnet.methods`` entry point) — never a
+trainer subclass. See documentation/architecture.md.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Protocol
 
 from torch import Tensor, nn
 
-from uadnet.plans import Plans
-from uadnet.scoring.scorers import Scorer
+from uadnet.corruption.registry import build_corruption
+from uadnet.plans import ConfigurationPlan, Plans, section_from_dict
 
 LOSSES = {"l1": nn.functional.l1_loss, "mse": nn.functional.mse_loss}
 
@@ -23,22 +26,48 @@ def loss_function(name: str):
     return LOSSES[name]
 
 
-class Method(Protocol):
-    name: str
+class Scorer(Protocol):
+    """Patches ``x`` (b, c, *patch) in [0, 1] → ``(b, 1 + c, *patch)``: channel 0 the anomaly score (≥ 0, larger =
+    more anomalous), channels ``1..c`` the restoration x̂ (the healthy estimate, in [0, 1])."""
 
-    def corruption_name(self, plans: Plans) -> str:
-        """The training corruption (a name in ``uadnet.corruption.registry.CORRUPTIONS``)."""
-        ...
+    def __call__(self, x: Tensor) -> Tensor: ...
 
-    def build_network(self, plans: Plans, configuration: str | None, num_channels: int) -> nn.Module:
-        """The restorer for images with ``num_channels`` channels."""
-        ...
 
-    def training_loss(self, model: nn.Module, batch: dict[str, Tensor], loss: str, plans: Plans) -> Tensor:
-        """Scalar loss of one batch (keys as made by ``uadnet.training.dataloading``, as tensors); ``loss`` is the
-        configuration's ``training.loss`` (a method with its own loss setting, like the DDPMs', may ignore it)."""
-        ...
+class Method(ABC):
+    """One method, bound to ``plans`` and a configuration (``None``: the plans' default).
 
-    def scorer(self, model: nn.Module, plans: Plans, precision: str) -> Scorer:
-        """The anomaly scorer of a trained ``model`` (see :mod:`uadnet.scoring.scorers`)."""
-        ...
+    Subclasses set ``name`` (the ``-m`` name) and, in ``__init__``, ``self.section``: their own typed section of
+    ``plans.methods``. ``self.cfg`` is the configuration's plan (network, patch, training settings).
+    """
+
+    name: ClassVar[str]
+    section: Any
+
+    def __init__(self, plans: Plans, configuration: str | None = None) -> None:
+        self.plans = plans
+        self.configuration = configuration or plans.default_configuration
+        self.cfg: ConfigurationPlan = plans.configuration(self.configuration)
+        self.num_channels = len(plans.channel_names)
+
+    def plugin_section(self, section_class: type) -> Any:
+        """For methods from other packages: ``plans.methods.plugins[self.name]`` as a ``section_class`` (a dataclass
+        whose fields all have defaults), checked like the built-in sections."""
+        data = self.plans.methods.plugins.get(self.name, {})
+        return section_from_dict(section_class, data, f"methods.plugins.{self.name}")
+
+    def corruption(self) -> Any:
+        """The training corruption, an object following ``uadnet.corruption.base.Corruption``, configured from
+        the plans (the section's ``corruption`` family)."""
+        return build_corruption(self.section.corruption, self.plans)
+
+    @abstractmethod
+    def network(self) -> nn.Module:
+        """A fresh restorer for images with ``self.num_channels`` channels."""
+
+    @abstractmethod
+    def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+        """Scalar loss of one batch (keys as made by ``uadnet.training.dataloading``, as tensors)."""
+
+    @abstractmethod
+    def scorer(self, model: nn.Module, precision: str) -> Scorer:
+        """The anomaly scorer of a trained ``model``."""

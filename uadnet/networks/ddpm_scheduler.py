@@ -21,12 +21,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 import torch
-
-if TYPE_CHECKING:
-    from uadnet.plans import ImageConditionedPlan, SynomalyPlan
 
 Timestep = int | torch.Tensor
 BETA_SCHEDULES = ("linear", "cosine")
@@ -63,15 +59,15 @@ class DDPMScheduler:
             raise ValueError(f"unknown beta_schedule {beta_schedule!r}; choose one of {BETA_SCHEDULES}")
         self.num_train_timesteps = num_train_timesteps
         self.beta_schedule = beta_schedule
+        self.beta_start, self.beta_end = float(beta_start), float(beta_end)  # used by the linear schedule only
         self.betas = betas
         self.alphas = 1.0 - betas
         self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
 
-    @classmethod
-    def from_plan(cls, plan: ImageConditionedPlan | SynomalyPlan) -> DDPMScheduler:
-        """Build from a method plan (``num_train_timesteps``, ``beta_schedule`` and, if present, β range)."""
-        return cls(num_train_timesteps=plan.num_train_timesteps, beta_schedule=plan.beta_schedule,
-                   beta_start=getattr(plan, "beta_start", 1e-4), beta_end=getattr(plan, "beta_end", 0.02))
+    def config(self) -> dict:
+        """The constructor arguments, JSON-ready (``DDPMScheduler(**s.config())`` rebuilds ``s``)."""
+        return {"num_train_timesteps": self.num_train_timesteps, "beta_schedule": self.beta_schedule,
+                "beta_start": self.beta_start, "beta_end": self.beta_end}
 
     def __repr__(self) -> str:
         return f"DDPMScheduler(num_train_timesteps={self.num_train_timesteps}, beta_schedule={self.beta_schedule!r})"

@@ -41,7 +41,7 @@ from batchgenerators.transforms.noise_transforms import GaussianBlurTransform, G
 from batchgenerators.transforms.spatial_transforms import MirrorTransform, SpatialTransform
 from batchgenerators.transforms.utility_transforms import RenameTransform
 
-from uadnet.corruption.registry import build_corruption
+from uadnet.corruption.base import Corruption
 from uadnet.corruption.transforms import CorruptionTransform
 from uadnet.plans import Plans
 
@@ -207,7 +207,7 @@ class _CastTransform(AbstractTransform):
         return data_dict
 
 
-def training_transforms(plans: Plans, configuration: str | None, corruption_name: str, seed: int = 0,
+def training_transforms(plans: Plans, configuration: str | None, corruption: Corruption, seed: int = 0,
                         do_elastic: bool = False) -> SeededCompose:
     """Modest nnU-Net-style augmentation, clip to [0, 1], then the corruption.
 
@@ -215,7 +215,8 @@ def training_transforms(plans: Plans, configuration: str | None, corruption_name
     only about z when the spacing is anisotropic > 3:1) with p 0.2, scaling 0.85–1.15 with p 0.2, constant-0
     border, optional elastic; mirroring on every axis; multiplicative brightness 0.85–1.15 (p 0.15); gamma
     0.8–1.25 keeping mean/std (p 0.15); Gaussian noise variance ≤ 0.005 (p 0.1); Gaussian blur σ 0.5–1 voxel
-    (p 0.1). Then ``CorruptionTransform`` with the configuration's spacing (mm) on the foreground.
+    (p 0.1). Then ``CorruptionTransform`` of ``corruption`` (the method's, e.g. ``method.corruption()``) with the
+    configuration's spacing (mm) on the foreground.
     """
     cfg = plans.configuration(configuration)
     patch = [int(p) for p in cfg.patch_size]
@@ -244,14 +245,14 @@ def training_transforms(plans: Plans, configuration: str | None, corruption_name
         RenameTransform("seg", "foreground", delete_old=True),
         _CastTransform("foreground", np.uint8),
         _CastTransform("data", np.float32),
-        CorruptionTransform(build_corruption(corruption_name, plans), spacing=spacing,
+        CorruptionTransform(corruption, spacing=spacing,
                             foreground_key="foreground", seed=corruption_seed),
     ]
     return SeededCompose(transforms, seed=int(np.random.SeedSequence([seed, 2]).generate_state(1)[0]))
 
 
 def make_training_pipeline(preprocessed_dataset_folder: str | os.PathLike, plans: Plans, configuration: str | None,
-                           case_ids: Sequence[str], corruption_name: str, num_workers: int = 0,
+                           case_ids: Sequence[str], corruption: Corruption, num_workers: int = 0,
                            seed: int = 0, start_batch: int = 0) -> SingleThreadedAugmenter | MultiThreadedAugmenter:
     """Endless iterator of corrupted training batches (see the module docstring for the keys and shapes).
 
@@ -264,7 +265,7 @@ def make_training_pipeline(preprocessed_dataset_folder: str | os.PathLike, plans
     dataset = PreprocessedDataset(Path(preprocessed_dataset_folder) / cfg.data_identifier, case_ids)
     loader = UADDataLoader(dataset, cfg.batch_size, cfg.patch_size, cfg.dim, seed=seed,
                            num_threads_in_multithreaded=max(num_workers, 1), start_batch=start_batch)
-    transform = training_transforms(plans, configuration, corruption_name, seed=seed)
+    transform = training_transforms(plans, configuration, corruption, seed=seed)
     if num_workers == 0:
         return SingleThreadedAugmenter(loader, transform)
     seeds = [int(s) for s in np.random.SeedSequence([seed, 3]).generate_state(num_workers)]

@@ -30,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from uadnet import paths
-from uadnet.methods import get_method
+from uadnet.methods import build_method
 from uadnet.plans import FINGERPRINT_FILE, SPLITS_FILE, Plans
 from uadnet.postprocessing.postprocessing import POSTPROCESSING_FILE
 from uadnet.scoring.calibration import CALIBRATION_FILE
@@ -104,7 +104,7 @@ class Trainer:
         self.plans = Plans.load(plans_file)
         self.config_name = settings.configuration or self.plans.default_configuration
         self.cfg = self.plans.configuration(self.config_name)
-        self.method = get_method(settings.method)
+        self.method = build_method(settings.method, self.plans, self.config_name)
         self.train_ids, self.val_ids = self._split(settings.fold)
         self.folder = output_folder(self.dataset_name, settings.method, settings.plans_name, self.config_name,
                                     settings.fold)
@@ -214,8 +214,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------------- training
     def _build(self) -> None:
         torch.manual_seed(self.s.seed + 1000 * self.ctx.rank)
-        num_channels = len(self.plans.channel_names)
-        self.raw_model = self.method.build_network(self.plans, self.config_name, num_channels).to(self.device)
+        self.raw_model = self.method.network().to(self.device)
         self.ema = EMA(self.raw_model, self.cfg.training.ema_decay)
         tp = self.cfg.training
         self.optimizer = torch.optim.AdamW(self.raw_model.parameters(), lr=tp.learning_rate,
@@ -238,7 +237,7 @@ class Trainer:
             group["lr"] = lr
         self.model.train()
         with autocast(self.device, self.precision):
-            loss = self.method.training_loss(self.model, self._to_device(batch), self.cfg.training.loss, self.plans)
+            loss = self.method.loss(self.model, self._to_device(batch))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"the loss became {loss.item()} at iteration {iteration}. The last good "
                                      f"checkpoint is in {self.folder}; lower training.learning_rate in the plans "
@@ -253,7 +252,7 @@ class Trainer:
 
     def _validate(self, iteration: int) -> None:
         if self.ctx.is_main and self.s.validate:
-            scorer = self.method.scorer(self.ema.model, self.plans, self.precision)
+            scorer = self.method.scorer(self.ema.model, self.precision)
             ap = validation_ap(scorer, self.validation_cases, self.cfg, self.device)
             self.history["val_iteration"].append(iteration)
             self.history["val_ap"].append(ap)
@@ -334,7 +333,7 @@ class Trainer:
     def _train(self, start: int) -> None:
         rank_seed = self.s.seed if self.ctx.rank == 0 else self.s.seed + 7919 * self.ctx.rank
         pipeline = make_training_pipeline(self.pre_folder, self.plans, self.config_name, self.train_ids,
-                                          self.method.corruption_name(self.plans), self.num_workers, rank_seed,
+                                          self.method.corruption(), self.num_workers, rank_seed,
                                           start_batch=start)
         self.started = time.monotonic()
         self.stop_requested = False
@@ -391,7 +390,7 @@ class Trainer:
         self._save_weights(ckpt.FINAL, iteration, {"best_validation_ap": self.best_ap})
         plot_progress(self.history, self.folder / "progress.png", self._title())
         if self.s.calibrate:
-            scorer = self.method.scorer(self.ema.model, self.plans, self.precision)
+            scorer = self.method.scorer(self.ema.model, self.precision)
             record, result = postprocess_and_calibrate(scorer, self.validation_cases, self.cfg, self.device)
             about = {"checkpoint": ckpt.FINAL, "fold": str(self.s.fold), "method": self.s.method,
                      "configuration": self.config_name, "precision": self.precision,

@@ -1,11 +1,7 @@
-"""Scorers of the two noise-based methods (``image_conditioned``, ``synomaly``); same contract as
-:mod:`uadnet.scoring.scorers`: patches ``x`` (b, c, *patch) in [0, 1] → ``(b, 1 + c, *patch)`` = score +
-restoration (in [0, 1]).
-
-The DDPMs work in [−1, 1] (``2x − 1``). All sampling noise comes from a generator re-seeded with ``seed`` at every
-call (batch), so prediction is reproducible: the same input, patch size and batch size give the same maps. A
-tile's noise is its row of the batch's draw, so it is not independent of the tiling; every fold of an ensemble
-uses the same seed.
+"""``synomaly`` (Bi et al., MedIA 2025): an unconditional ε-UNet whose forward process adds Synomaly noise
+(Gaussian noise plus shifted blobs) that it learns to predict, so one-step x̂₀ also removes blob-like intensity
+anomalies; scored by multi-stage restoration. It computes the ε loss named in its own section (``loss``, default
+``mse``). Settings: ``plans.methods.synomaly`` (see :class:`uadnet.plans.SynomalyPlan` for the symbols).
 """
 
 from __future__ import annotations
@@ -15,61 +11,18 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from uadnet.methods.base import Method, Scorer
+from uadnet.methods.ddpm import epsilon_loss, generator, to_image_range, to_model_range, training_timesteps
 from uadnet.networks.ddpm_scheduler import DDPMScheduler, seeded_randn
-from uadnet.scoring.filters import gaussian_blur, ssim_map
+from uadnet.networks.unet import ConditionalUNet
+from uadnet.plans import Plans, SynomalyPlan
+from uadnet.scoring.filters import gaussian_blur
 from uadnet.utilities.torch_utils import autocast
-
-SCORES = ("mae", "ssim")
-
-
-def to_model_range(x: Tensor) -> Tensor:
-    """[0, 1] → the DDPM's [−1, 1]."""
-    return 2 * x - 1
-
-
-def to_image_range(x: Tensor) -> Tensor:
-    """[−1, 1] → [0, 1], clipped."""
-    return ((x + 1) / 2).clamp(0, 1)
-
-
-def _generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(int(seed))
-
-
-class ImageConditionedScorer:
-    """Baugh et al.: x̂ = ``num_steps`` DDIM/ancestral steps from pure noise with ε = model([x_t, x_c], t/T),
-    x_c the test patch; score = |x − x̂| (``mae``) or 1 − SSIM (``ssim``), channel mean. Costs ``num_steps``
-    forward passes per patch."""
-
-    def __init__(self, model: nn.Module, scheduler: DDPMScheduler, num_steps: int, eta: float = 0.0,
-                 score: str = "mae", precision: str = "fp32", seed: int = 0) -> None:
-        if score not in SCORES:
-            raise ValueError(f"methods.image_conditioned.score must be one of {SCORES}, got {score!r}")
-        scheduler.timesteps_for(num_steps)  # validates the step count
-        self.model, self.scheduler, self.num_steps, self.eta = model, scheduler, num_steps, eta
-        self.score, self.precision, self.seed = score, precision, seed
-
-    def __call__(self, x: Tensor) -> Tensor:
-        condition = to_model_range(x)
-        total = self.scheduler.num_train_timesteps
-
-        def eps(x_t: Tensor, t: Tensor) -> Tensor:
-            with autocast(x.device, self.precision):
-                return self.model(torch.cat([x_t, condition], 1), t.float() / total).float()
-
-        sample = self.scheduler.sample(eps, x.shape, self.num_steps, generator=_generator(self.seed), eta=self.eta,
-                                       clip_x0=(-1.0, 1.0), device=x.device, dtype=torch.float32)
-        restored = to_image_range(sample)
-        if self.score == "mae":
-            score = (x - restored).abs().mean(1, keepdim=True)
-        else:
-            score = (1 - ssim_map(x, restored)).clamp(min=0).mean(1, keepdim=True)
-        return torch.cat([score, restored], dim=1)
 
 
 class SynomalyScorer:
-    """Bi et al.'s multi-stage diffusion (see :class:`uadnet.plans.SynomalyPlan` for the symbols). Each stage costs
-    one forward pass; at most ``max_stages``. Samples of a batch stop independently; the loop ends when all have."""
+    """Bi et al.'s multi-stage diffusion. Each stage costs one forward pass; at most ``max_stages``. Samples of a
+    batch stop independently; the loop ends when all have."""
 
     def __init__(self, model: nn.Module, scheduler: DDPMScheduler, stage_timesteps: Sequence[int], max_stages: int,
                  fusion_threshold: float, difference_sigma_voxels: float, score_sigma_voxels: float,
@@ -88,8 +41,8 @@ class SynomalyScorer:
         self.stop_min_voxel_fraction = stop_min_voxel_fraction
         self.last_stage_counts: list[int] = []  # stages run per sample in the last call (for reports and tests)
 
-    def _one_step_x0(self, x: Tensor, t: int, generator: torch.Generator) -> Tensor:
-        noise = seeded_randn(x.shape, generator, x.device, x.dtype)
+    def _one_step_x0(self, x: Tensor, t: int, gen: torch.Generator) -> Tensor:
+        noise = seeded_randn(x.shape, gen, x.device, x.dtype)
         x_t = self.scheduler.add_noise(x, noise, t)
         with autocast(x.device, self.precision):
             eps = self.model(x_t, torch.full((x.shape[0],), t / self.scheduler.num_train_timesteps,
@@ -105,10 +58,10 @@ class SynomalyScorer:
         stages = torch.zeros(b, dtype=torch.long)
         previous = None
         floor = self.stop_min_voxel_fraction * x[0, 0].numel()
-        generator = _generator(self.seed)
+        gen = generator(self.seed)
         keep = (-1,) + (1,) * (x.ndim - 1)
         for k in range(self.max_stages):
-            x0 = self._one_step_x0(current, self.stage_timesteps[min(k, len(self.stage_timesteps) - 1)], generator)
+            x0 = self._one_step_x0(current, self.stage_timesteps[min(k, len(self.stage_timesteps) - 1)], gen)
             act = active.reshape(keep)
             restored = torch.where(act, x0, restored)
             stages += active.cpu().long()
@@ -126,3 +79,43 @@ class SynomalyScorer:
         restored = to_image_range(restored)
         score = (gaussian_blur(x, self.score_sigma) - gaussian_blur(restored, self.score_sigma)).abs()
         return torch.cat([score.mean(1, keepdim=True), restored], dim=1)
+
+
+class Synomaly(Method):
+    name = "synomaly"
+
+    def __init__(self, plans: Plans, configuration: str | None = None) -> None:
+        super().__init__(plans, configuration)
+        self.section: SynomalyPlan = plans.methods.synomaly
+        self.scheduler = self.make_scheduler(self.section)
+
+    @staticmethod
+    def make_scheduler(section: SynomalyPlan) -> DDPMScheduler:
+        """The section's β schedule (``beta_schedule``; the linear one with the scheduler's default β range)."""
+        return DDPMScheduler(section.num_train_timesteps, section.beta_schedule)
+
+    def corruption(self):
+        if self.section.corruption == "synomaly":  # the drawing form (galleries) carries no noise for training
+            raise ValueError("methods.synomaly.corruption is 'synomaly' (an older default, which draws the anomaly "
+                             "on the image); the method trains on 'synomaly_noise' — set it in uadnet_plans.json")
+        return super().corruption()
+
+    def network(self) -> nn.Module:
+        return ConditionalUNet.from_plans(self.plans, self.configuration, self.num_channels, self.num_channels)
+
+    def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+        """ε loss with ε = the batch's Synomaly noise (``batch["noise"]``), x_t = √ᾱ·x₀ + √(1 − ᾱ)·ε."""
+        p = self.section
+        if "noise" not in batch:
+            raise ValueError(f"the synomaly method needs structured noise from its corruption; "
+                             f"methods.synomaly.corruption is '{p.corruption}', use 'synomaly_noise'")
+        x0, noise = to_model_range(batch["target"]), batch["noise"].float()
+        t = training_timesteps(x0.shape[0], p.num_train_timesteps, x0.device)
+        eps = model(self.scheduler.add_noise(x0, noise, t), t.float() / p.num_train_timesteps)
+        return epsilon_loss(eps, noise, p.loss)
+
+    def scorer(self, model: nn.Module, precision: str) -> Scorer:
+        p = self.section
+        return SynomalyScorer(model, self.scheduler, p.stage_timesteps, p.max_stages, p.fusion_threshold,
+                              p.difference_sigma_voxels, p.score_sigma_voxels, p.stop_relative_change,
+                              p.stop_min_voxel_fraction, precision)

@@ -11,7 +11,6 @@ metrics are ``null`` / empty cells). Lesion-wise detection by size and per-group
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import re
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from tqdm import tqdm
 
 from uadnet.evaluation import lesion_wise, metrics
@@ -154,35 +154,42 @@ def resolve_thresholds(pred_folder: str | os.PathLike, threshold: float | None =
 _TRUE, _FALSE = {"1", "true", "yes", "y"}, {"0", "false", "no", "n", ""}
 
 
+def read_table(path: Path, error: type[Exception]) -> pd.DataFrame:
+    """A CSV file as text cells (empty cells as ``""``); ``error`` naming the file when it is not a table."""
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise error(f"{path} is not a readable CSV table ({e}). Fix or delete it.") from e
+
+
 def read_scores_csv(path: str | os.PathLike) -> dict[str, tuple[float, bool | None]]:
     """``case → (score, flagged)`` from a ``scores.csv`` with columns ``case,score[,flagged]``."""
     path = Path(path)
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        columns = reader.fieldnames or []
-        if "case" not in columns or "score" not in columns:
-            raise EvaluationError(f"{path}: needs the columns 'case' and 'score' (found {columns}). Fix or delete "
-                                  "it (case scores then default to the mean of the top 1 % voxels).")
-        out: dict[str, tuple[float, bool | None]] = {}
-        for line, row in enumerate(reader, start=2):
-            case = (row["case"] or "").strip()
-            try:
-                score = float(row["score"])
-            except (TypeError, ValueError):
-                score = math.nan
-            if not case or not math.isfinite(score):
-                raise EvaluationError(f"{path}, line {line}: expected a case name and a finite score, got "
-                                      f"{row['case']!r}, {row['score']!r}.")
-            if case in out:
-                raise EvaluationError(f"{path}: case '{case}' appears twice; keep one row per case.")
-            flagged: bool | None = None
-            if "flagged" in columns:
-                text = (row["flagged"] or "").strip().lower()
-                if text not in _TRUE | _FALSE:
-                    raise EvaluationError(f"{path}, line {line}: flagged={row['flagged']!r}; expected 0/1 or "
-                                          "true/false.")
-                flagged = text in _TRUE
-            out[case] = (score, flagged)
+    table = read_table(path, EvaluationError)
+    columns = list(table.columns)
+    if "case" not in columns or "score" not in columns:
+        raise EvaluationError(f"{path}: needs the columns 'case' and 'score' (found {columns}). Fix or delete "
+                              "it (case scores then default to the mean of the top 1 % voxels).")
+    out: dict[str, tuple[float, bool | None]] = {}
+    for line, row in enumerate(table.to_dict("records"), start=2):  # line 1 is the header
+        case = (row["case"] or "").strip()
+        try:
+            score = float(row["score"])
+        except (TypeError, ValueError):
+            score = math.nan
+        if not case or not math.isfinite(score):
+            raise EvaluationError(f"{path}, line {line}: expected a case name and a finite score, got "
+                                  f"{row['case']!r}, {row['score']!r}.")
+        if case in out:
+            raise EvaluationError(f"{path}: case '{case}' appears twice; keep one row per case.")
+        flagged: bool | None = None
+        if "flagged" in columns:
+            text = (row["flagged"] or "").strip().lower()
+            if text not in _TRUE | _FALSE:
+                raise EvaluationError(f"{path}, line {line}: flagged={row['flagged']!r}; expected 0/1 or "
+                                      "true/false.")
+            flagged = text in _TRUE
+        out[case] = (score, flagged)
     return out
 
 
@@ -262,11 +269,10 @@ def _clean(obj: Any) -> Any:
 
 def write_per_case_csv(rows: list[dict[str, Any]], path: str | os.PathLike) -> None:
     """Write the per-case rows atomically; undefined values are empty cells."""
-    with atomic_path(path, ".csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=PER_CASE_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in PER_CASE_COLUMNS})
+    table = pd.DataFrame([[row.get(k) for k in PER_CASE_COLUMNS] for row in rows], columns=list(PER_CASE_COLUMNS),
+                         dtype=object)  # object: whole numbers stay whole next to empty cells
+    with atomic_path(path, ".csv") as tmp:
+        table.to_csv(tmp, index=False, lineterminator="\n", encoding="utf-8")
 
 
 def evaluate_folder(pred_folder: str | os.PathLike, label_folder: str | os.PathLike,

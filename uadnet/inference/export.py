@@ -8,9 +8,7 @@ the folder: ``scores.csv`` (case, score, flagged) and ``prediction.json`` (at le
 
 from __future__ import annotations
 
-import csv
 import glob
-import io
 import os
 import traceback
 from collections.abc import Callable, Sequence
@@ -18,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from tqdm import tqdm
 
 from uadnet.dataset.raw_dataset import Case, channel_files_problem, check_read_channels, list_cases
@@ -124,13 +123,10 @@ def write_scores_csv(output_folder: Path, cases: Sequence[str]) -> int:
     cases not in ``cases`` (no longer in the input folder) are left out."""
     folder = Path(output_folder) / PER_CASE
     records = [load_json(folder / f"{c}.json") for c in sorted(cases) if (folder / f"{c}.json").is_file()]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["case", "score", "flagged"])
-    for r in records:
-        writer.writerow([r["case"], f"{r['score']:.6g}", int(r["flagged"])])
+    table = pd.DataFrame({"case": [r["case"] for r in records], "score": [f"{r['score']:.6g}" for r in records],
+                          "flagged": [int(r["flagged"]) for r in records]}, columns=["case", "score", "flagged"])
     with atomic_path(Path(output_folder) / SCORES_FILE, ".csv") as tmp:
-        tmp.write_text(buffer.getvalue(), encoding="utf-8")
+        table.to_csv(tmp, index=False, lineterminator="\n", encoding="utf-8")
     return len(records)
 
 

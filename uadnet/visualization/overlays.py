@@ -12,7 +12,6 @@ Arrays are ``(z, y, x)`` (rows y, columns x of an axial slice z); spacing is in 
 
 from __future__ import annotations
 
-import csv
 import html
 import math
 import os
@@ -31,6 +30,7 @@ from uadnet.evaluation.evaluator import (
     known_endings,
     list_cases,
     read_scores_csv,
+    read_table,
     resolve_thresholds,
     split_ending,
 )
@@ -271,25 +271,23 @@ def read_per_case_csv(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise OverlayError(f"--per_case {path}: no such file. Give the per_case.csv written by uadnet_evaluate.")
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        columns = reader.fieldnames or []
-        if "case" not in columns:
-            raise OverlayError(f"{path}: needs a 'case' column (found {columns}); give uadnet_evaluate's "
-                               "per_case.csv.")
-        wanted = [c for c in PER_CASE_COLUMNS if c in columns]
-        out: dict[str, dict[str, Any]] = {}
-        for row in reader:
-            values: dict[str, Any] = {}
-            for c in wanted:
-                try:
-                    values[c] = float(row[c]) if (row[c] or "").strip() else None
-                except ValueError:
-                    values[c] = None
-            for c in ("anomalous", "flagged"):
-                if values.get(c) is not None:
-                    values[c] = bool(values[c])
-            out[(row["case"] or "").strip()] = values
+    table = read_table(path, OverlayError)
+    if "case" not in table.columns:
+        raise OverlayError(f"{path}: needs a 'case' column (found {list(table.columns)}); give uadnet_evaluate's "
+                           "per_case.csv.")
+    wanted = [c for c in PER_CASE_COLUMNS if c in table.columns]
+    out: dict[str, dict[str, Any]] = {}
+    for row in table.to_dict("records"):
+        values: dict[str, Any] = {}
+        for c in wanted:
+            try:
+                values[c] = float(row[c]) if (row[c] or "").strip() else None
+            except ValueError:
+                values[c] = None
+        for c in ("anomalous", "flagged"):
+            if values.get(c) is not None:
+                values[c] = bool(values[c])
+        out[(row["case"] or "").strip()] = values
     return out
 
 

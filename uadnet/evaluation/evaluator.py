@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -26,15 +25,13 @@ from tqdm import tqdm
 from uadnet.evaluation import lesion_wise, metrics
 from uadnet.imageio.base_reader_writer import Properties
 from uadnet.imageio.reader_writer_registry import READER_WRITERS, reader_writer_for
+from uadnet.inference.export import DERIVED, PREDICTION_FILE, SCORES_FILE
 from uadnet.utilities.file_io import atomic_path, load_json, save_json
 
 # relative: spacing to itself, origin to max(|origin|, largest spacing), direction cosines to 1
 GRID_TOLERANCE = 1e-4
-SCORES_FILE = "scores.csv"
-PREDICTION_FILE = "prediction.json"
 SUMMARY_FILE = "summary.json"
 PER_CASE_FILE = "per_case.csv"
-_DERIVED = re.compile(r"(_mask|_restoration_\d{4})$")  # predictor outputs beside the maps, not maps themselves
 _BOOTSTRAPPED = ("ap", "auroc", "dice_at_threshold", "best_dice")
 PER_CASE_COLUMNS = ("case", "anomalous", "score", "flagged", "num_voxels", "num_positive", "ap", "auroc",
                     "best_dice", "best_dice_threshold", "dice_at_threshold", "precision_at_threshold",
@@ -74,7 +71,7 @@ def list_cases(folder: str | os.PathLike, skip_derived: bool = False) -> dict[st
         if p.name.startswith(".") or not p.is_file():
             continue
         split = split_ending(p.name)
-        if split is None or (skip_derived and _DERIVED.search(split[0])):
+        if split is None or (skip_derived and DERIVED.search(split[0])):
             continue
         case = split[0]
         if case in cases:

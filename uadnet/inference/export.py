@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,13 +27,15 @@ from uadnet.utilities.file_io import atomic_path, load_json, save_json
 PER_CASE = "per_case"
 SCORES_FILE = "scores.csv"
 PREDICTION_FILE = "prediction.json"
+MASK_SUFFIX, RESTORATION_SUFFIX = "_mask", "_restoration_0000"
+DERIVED = re.compile(r"(_mask|_restoration_\d{4})$")  # a case name ending so is an output beside a map, not a map
 
 
 def case_outputs(output_folder: Path, case: str, output_ending: str) -> dict[str, Path]:
     """The files of one case: ``map``, ``mask``, ``restoration`` (optional output) and ``record``."""
     out = Path(output_folder)
-    return {"map": out / f"{case}{output_ending}", "mask": out / f"{case}_mask{output_ending}",
-            "restoration": out / f"{case}_restoration_0000{output_ending}",
+    return {"map": out / f"{case}{output_ending}", "mask": out / f"{case}{MASK_SUFFIX}{output_ending}",
+            "restoration": out / f"{case}{RESTORATION_SUFFIX}{output_ending}",
             "record": out / PER_CASE / f"{case}.json"}
 
 
@@ -52,7 +55,7 @@ def output_name_collisions(cases: Sequence[str]) -> list[str]:
     owner: dict[str, str] = {}
     found: dict[tuple[str, str], str] = {}
     for case in sorted(cases):
-        for name in (f"{case}", f"{case}_mask", f"{case}_restoration_0000", f"{PER_CASE}/{case}"):
+        for name in (f"{case}", f"{case}{MASK_SUFFIX}", f"{case}{RESTORATION_SUFFIX}", f"{PER_CASE}/{case}"):
             other = owner.setdefault(name.lower(), case)
             if other != case:
                 found.setdefault((other, case), f"{other} ↔ {case} (both would write {name}…)")

@@ -36,10 +36,10 @@ from uadnet.evaluation.evaluator import (
 )
 from uadnet.imageio.base_reader_writer import DUMMY_SLICE_SPACING
 from uadnet.imageio.reader_writer_registry import reader_writer_for
+from uadnet.inference.export import DERIVED, MASK_SUFFIX, RESTORATION_SUFFIX, SCORES_FILE
 from uadnet.utilities.file_io import atomic_path, load_json
 from uadnet.visualization.figures import plt, save_figure
 
-SCORES_FILE = "scores.csv"
 REPORT_FILE = "report.html"
 MASK_COLOUR, LABEL_COLOUR = "cyan", "lime"
 MAP_CMAP = "inferno"
@@ -48,7 +48,6 @@ MAP_VISIBLE_FRACTION = 0.05  # map values below min + this fraction of the range
 PER_CASE_METRICS = {"ap": "AP", "auroc": "AUROC", "dice_at_threshold": "Dice@thr", "best_dice": "best Dice"}
 PER_CASE_COLUMNS = ("score", "flagged", "anomalous", *PER_CASE_METRICS)  # read from --per_case when present
 _CHANNEL = re.compile(r"^(.+)_(\d{4})$")
-_DERIVED = re.compile(r"(_mask|_restoration_\d{4})$")
 
 
 class OverlayError(ValueError):
@@ -90,7 +89,7 @@ def find_cases(input_folder: str | os.PathLike, pred_folder: str | os.PathLike,
     """
     input_folder, pred_folder = Path(input_folder), Path(pred_folder)
     preds = list_cases(pred_folder)
-    maps = {s: p for s, p in preds.items() if not _DERIVED.search(s)}
+    maps = {s: p for s, p in preds.items() if not DERIVED.search(s)}
     if not maps:
         raise OverlayError(f"prediction folder {pred_folder} holds no anomaly maps (<case>.<ending>, endings "
                            f"{', '.join(known_endings())}). Run uadnet_predict -i INPUT -o {pred_folder} first, or "
@@ -108,7 +107,7 @@ def find_cases(input_folder: str | os.PathLike, pred_folder: str | os.PathLike,
         raise OverlayError(f"{len(missing)} anomaly map(s) have no input image in {input_folder}: {listed}. "
                            f"Expected {input_folder}/<case>_0000.<ending> for each (nnU-Net naming); pass the "
                            "folder given to uadnet_predict -i.")
-    return [CaseFiles(c, inputs[c], maps[c], preds.get(f"{c}_mask"), preds.get(f"{c}_restoration_0000"),
+    return [CaseFiles(c, inputs[c], maps[c], preds.get(f"{c}{MASK_SUFFIX}"), preds.get(f"{c}{RESTORATION_SUFFIX}"),
                       labels.get(c)) for c in sorted(maps)]
 
 

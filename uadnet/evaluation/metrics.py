@@ -20,6 +20,9 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
+from uadnet.scoring.average_precision import pooled_ap
+from uadnet.scoring.calibration import case_score
+
 TOP_FRACTION = 0.01  # default case score: mean of the top 1 % voxels of the anomaly map
 
 
@@ -43,11 +46,11 @@ def pool(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> tuple[np
 
 
 def average_precision(scores: np.ndarray, labels: np.ndarray) -> float | None:
-    """Average precision (area under the step-wise precision-recall curve); ``None`` without positives."""
-    s, y = _flat(scores, labels)
-    if not y.any():
-        return None
-    return float(average_precision_score(y, s))
+    """Average precision (area under the step-wise precision-recall curve); ``None`` without positives. Arrays or
+    lists of per-case arrays (pooled): :func:`uadnet.scoring.average_precision.pooled_ap`."""
+    if isinstance(scores, np.ndarray):
+        scores, labels = [scores], [labels]
+    return pooled_ap(scores, labels)
 
 
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float | None:
@@ -123,13 +126,11 @@ def dice_at_threshold(scores: np.ndarray, labels: np.ndarray, threshold: float) 
 
 def top_fraction_mean(scores: np.ndarray, fraction: float = TOP_FRACTION) -> float:
     """Mean of the ``ceil(fraction * n)`` highest of the ``n`` scores (at least one): the default case score."""
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    if s.size == 0:
+    if np.asarray(scores).size == 0:
         raise ValueError("empty anomaly map")
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    k = max(1, math.ceil(fraction * s.size))
-    return float(np.partition(s, s.size - k)[s.size - k:].mean())
+    return case_score(np.asarray(scores, np.float64), None, fraction)
 
 
 def case_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float | None) -> dict[str, Any]:

@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 from scipy import ndimage
 from skimage.measure import label
-from sklearn.metrics import average_precision_score
+
+from uadnet.scoring.average_precision import pooled_ap
 
 POSTPROCESSING_FILE = "postprocessing.json"  # in each fold folder
 MIN_GAIN = 0.001  # absolute AP a step must add to be kept
@@ -60,14 +61,6 @@ def apply_postprocessing(score: np.ndarray, foreground: np.ndarray | None, spaci
         small[0] = False
         out[small[components]] = 0.0
     return out
-
-
-def pooled_ap(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> float | None:
-    """Average precision over all voxels of all cases (None without any positive)."""
-    y = np.concatenate([np.asarray(lab, bool).ravel() for lab in labels])
-    if not y.any():
-        return None
-    return float(average_precision_score(y, np.concatenate([np.asarray(s, np.float32).ravel() for s in scores])))
 
 
 def decide_postprocessing(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -13,13 +14,16 @@ CASE_TOP_FRACTION = 0.01
 
 def case_score(score: np.ndarray, foreground: np.ndarray | None = None, top_fraction: float = CASE_TOP_FRACTION
                ) -> float:
-    """Mean of the highest ``top_fraction`` of voxel scores (at least one voxel), inside ``foreground`` if given
-    and non-empty."""
-    values = np.asarray(score, np.float32)
+    """The case score, defined once (prediction, calibration, baselines and ``uadnet_evaluate`` use it): the mean of
+    the ``ceil(top_fraction · n)`` highest of the ``n`` voxel scores (at least one), inside ``foreground`` if given
+    and non-empty; float32 scores stay float32, float64 ones float64."""
+    values = np.asarray(score)
+    if values.dtype != np.float64:
+        values = values.astype(np.float32, copy=False)
     if foreground is not None and np.any(foreground):
         values = values[np.asarray(foreground) != 0]
     values = values.ravel()
-    n = max(1, round(top_fraction * values.size))
+    n = max(1, math.ceil(top_fraction * values.size))
     return float(np.partition(values, values.size - n)[values.size - n:].mean())
 
 

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import average_precision_score
 
 from uadnet.corruption.registry import build_corruption
 from uadnet.plans import ConfigurationPlan, Plans
 from uadnet.postprocessing import Postprocessing, apply_postprocessing, decide_postprocessing
-from uadnet.postprocessing.postprocessing import pooled_ap
+from uadnet.scoring.average_precision import pooled_ap
 from uadnet.scoring.calibration import calibrate
 from uadnet.scoring.scorers import Scorer, score_volume
 from uadnet.training.dataloading import PreprocessedDataset
@@ -79,10 +78,7 @@ def validation_ap(scorer: Scorer, cases: Sequence[ValidationCase], cfg: Configur
         score = _score(scorer, case.corrupted, case.foreground, cfg, device)
         scores.append(score[case.foreground])
         labels.append(case.anomaly[case.foreground])
-    y = np.concatenate(labels)
-    if not y.any():
-        return None
-    return float(average_precision_score(y, np.concatenate(scores)))
+    return pooled_ap(scores, labels)
 
 
 def postprocess_and_calibrate(scorer: Scorer, cases: Sequence[ValidationCase], cfg: ConfigurationPlan,

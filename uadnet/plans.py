@@ -104,7 +104,7 @@ class TrainingPlan:
     lr_schedule: str = "cosine"
     ema_decay: float = 0.999
     grad_clip: float = 1.0
-    loss: str = "l1"
+    loss: str = "mse"  # of the restorers (cold diffusion, autoencoder); measured against l1 in benchmarks.md
     validation_every: int = 250
     checkpoint_every: int = 250
     num_workers: int = 2

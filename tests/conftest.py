@@ -21,3 +21,12 @@ def results(env, tmp_path, monkeypatch):
         monkeypatch.setenv(var, str(env[var]))
     monkeypatch.setenv("UADNET_RESULTS", str(tmp_path / "results"))
     return tmp_path / "results"
+
+
+@pytest.fixture
+def paths_env(env, monkeypatch):
+    """All three uadnet folders of the test module's ``env`` fixture (a module-scoped ``{variable: folder}`` dict),
+    shared by the module's tests; returns ``env``."""
+    for var, f in env.items():
+        monkeypatch.setenv(var, str(f))
+    return env

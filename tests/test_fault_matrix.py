@@ -50,13 +50,6 @@ def env(tmp_path_factory):
         yield folders
 
 
-@pytest.fixture
-def paths_env(env, monkeypatch):
-    for var, f in env.items():
-        monkeypatch.setenv(var, str(f))
-    return env
-
-
 def _checksums(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
 

@@ -40,13 +40,6 @@ def env(tmp_path_factory):
         yield folders
 
 
-@pytest.fixture
-def paths_env(env, monkeypatch):
-    for var, f in env.items():
-        monkeypatch.setenv(var, str(f))
-    return env
-
-
 def _raw(folders, i: int, kind: str) -> Path:
     return folders["UADNET_RAW"] / f"Dataset{i:03d}_{kind}"
 

@@ -190,17 +190,17 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         self.total, self.warmup = int(state["total_iterations"]), int(state["warmup_iterations"])
         done = int(state["iteration"])
-        if (self.s.iterations is not None or self.s.epochs is not None) and self._requested_iterations() != self.total:
-            requested = self._requested_iterations()
-            if requested < done:
-                raise ValueError(f"--iterations {requested} with --c: {self.folder} has already trained {done} "
-                                 "iterations; ask for more to extend the run, or delete the folder to start again")
-            message = (f"extending the run from {self.total} to {requested} iterations (the learning-rate schedule "
-                       f"is stretched over the new total from iteration {done} on)")
-            self.log(message)
+        explicit = self.s.iterations is not None or self.s.epochs is not None
+        asked = self._requested_iterations() if explicit else self.total
+        if asked < done:
+            raise ValueError(f"--iterations {asked} with --c: {self.folder} has already trained {done} iterations; "
+                             "ask for more to extend the run, or delete the folder to start again")
+        if asked != self.total:
+            self.log(message := f"extending the run from {self.total} to {asked} iterations (the learning-rate "
+                                f"schedule is stretched over the new total from iteration {done} on)")
             if self.ctx.is_main:
                 print(message)
-            self.total = requested
+            self.total = asked
         self.history, self.best_ap = state["history"], state["best_ap"]
         self.log(f"resumed from {state['meta']['loaded_from']} at iteration {state['iteration']}")
         return int(state["iteration"])

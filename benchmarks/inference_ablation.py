@@ -7,7 +7,8 @@ The ensemble map is the mean over the severities α_k of single-severity residua
 linear), so every single-α map is computed once per case and any severity set is a mean of them. Validation: the
 fold's held-out healthy cases with the trainer's seeded validation anomalies (what the defaults may be chosen on);
 development test: ``imagesTs``/``labelsTs`` of the development dataset (reported, to check that the validation
-choice transfers). The fold's postprocessing is applied to every variant; AP is threshold-free. Case scores are
+choice transfers). The fold's postprocessing is applied to every variant; AP is threshold-free. The fold's residual normalisation (fitted for the plans' severities only) is left out of
+every variant, so all are compared on raw maps. Case scores are
 compared by case-level AUROC: validation = the healthy vs the corrupted version of each validation case.
 Writes ``ROOT/records/<dataset>__<plans>__inference.json``.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +83,7 @@ def main() -> None:
     pred = Predictor(PredictionSettings(raw / "imagesTs", args.root / "unused", dataset_id, plans_name=args.plans,
                                         folds=["0"], precision=args.precision, progress_bar=False))
     fold = pred.folds[0]
+    raw_pp = replace(fold.postprocessing, residual_normalisation=None)
     cfg, inf = pred.cfg, pred.cfg.inference
     in_plane = cfg.dim == 2
 
@@ -97,7 +100,7 @@ def main() -> None:
 
     def combine(maps: dict[float, np.ndarray], alphas: tuple[float, ...], fg, spacing) -> np.ndarray:
         m = np.mean([maps[a] for a in alphas], axis=0)
-        return apply_postprocessing(m, fg, spacing, fold.postprocessing, in_plane)
+        return apply_postprocessing(m, fg, spacing, raw_pp, in_plane)
 
     splits = load_json(args.root / "preprocessed" / name / "splits_final.json")
     val = make_validation_set(args.root / "preprocessed" / name, pred.plans, pred.config_name, splits[0]["val"])

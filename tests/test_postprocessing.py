@@ -71,3 +71,61 @@ def test_decide_keeps_only_steps_that_raise_ap():
     assert Postprocessing.from_dict(pp.to_dict()) == pp
     with pytest.raises(ValueError, match="unknown"):
         Postprocessing.from_dict({"smoothing": 1})
+
+
+def _edge_world(seed: int, lesion: bool):
+    """A (1, 16, 32) slice stack: left half flat (0.2), right half striped (edges); the 'restorer' errs by 0.3 on
+    every stripe edge and by 0.01 elsewhere; ``lesion`` adds a 3x3 spot on the flat side with residual 0.1 —
+    below the edge residuals, above the flat tissue's."""
+    rng = np.random.default_rng(seed)
+    image = np.full((1, 4, 16, 32), 0.2, np.float32)
+    image[0, :, :, 16:] = np.where((np.arange(16) // 2) % 2 == 0, 0.8, 0.2)[None, None, :]
+    restoration = image + rng.normal(0, 0.002, image.shape).astype(np.float32)
+    score = np.full((4, 16, 32), 0.01, np.float32) + rng.uniform(0, 0.004, (4, 16, 32)).astype(np.float32)
+    edges = np.abs(np.diff(image[0], axis=2, prepend=image[0, :, :, :1])) > 0
+    score[edges] = 0.3
+    label = np.zeros((4, 16, 32), bool)
+    if lesion:
+        label[1, 6:9, 5:8] = True
+        score[label] = 0.1
+    return image, restoration, score, label
+
+
+def test_residual_normalisation_ranks_a_lesion_in_flat_tissue_above_healthy_edges():
+    from uadnet.postprocessing.residual_normalisation import fit_residual_normalisation, residual_features
+    from uadnet.scoring.average_precision import pooled_ap
+
+    healthy = [_edge_world(s, False) for s in range(3)]
+    fg = np.ones((4, 16, 32), bool)
+    norm = fit_residual_normalisation([h[2] for h in healthy], [residual_features(h[0], h[1], True) for h in healthy],
+                                      [fg] * 3, quantile=0.95, bins=4)
+    image, restoration, score, label = _edge_world(7, True)
+    raw_ap = pooled_ap([score], [label])
+    out = apply_postprocessing(score, fg, (1, 1, 1), Postprocessing(residual_normalisation=norm), True,
+                               image=image, restoration=restoration)
+    assert raw_ap < 0.5  # the edges (0.3) outrank the lesion (0.1) in the raw map
+    assert pooled_ap([out], [label]) == pytest.approx(1.0)
+    # healthy tissue of either kind normalises to about 1 (its own 95th percentile)
+    healthy_out = norm.apply(healthy[0][2], healthy[0][0], healthy[0][1], True)
+    assert np.quantile(healthy_out, 0.95) == pytest.approx(1.0, abs=0.1)
+
+
+def test_residual_normalisation_round_trips_through_json_and_needs_the_images():
+    import json
+
+    from uadnet.postprocessing.residual_normalisation import fit_residual_normalisation, residual_features
+
+    image, restoration, score, _ = _edge_world(1, False)
+    fg = np.ones(score.shape, bool)
+    fg[:, :, :2] = False
+    norm = fit_residual_normalisation([score], [residual_features(image, restoration, False)], [fg], bins=6)
+    pp = Postprocessing(foreground_mask=True, residual_normalisation=norm)
+    back = Postprocessing.from_dict(json.loads(json.dumps(pp.to_dict())))
+    assert back == pp
+    np.testing.assert_array_equal(
+        apply_postprocessing(score, fg, (1, 1, 1), back, image=image, restoration=restoration),
+        apply_postprocessing(score, fg, (1, 1, 1), pp, image=image, restoration=restoration))
+    with pytest.raises(ValueError, match="restoration"):
+        apply_postprocessing(score, fg, (1, 1, 1), pp)
+    with pytest.raises(ValueError, match="quantile"):
+        fit_residual_normalisation([score], [residual_features(image, restoration, False)], [fg], quantile=1.0)

@@ -143,7 +143,8 @@ class Predictor:
             score, restoration = score_volume(scorer, pre.data, self.cfg.patch_size, step, inf.gaussian_sigma_scale,
                                               inf.batch_size, self.device, foreground=pre.foreground)
             total_score += apply_postprocessing(score, pre.foreground, spacing, f.postprocessing,
-                                                in_plane_only=self.cfg.dim == 2)
+                                                in_plane_only=self.cfg.dim == 2, image=pre.data,
+                                                restoration=restoration)
             if total_restoration is not None:
                 total_restoration += restoration
         total_score /= len(self.folds)

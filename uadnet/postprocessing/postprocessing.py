@@ -1,6 +1,8 @@
 """Anomaly-map postprocessing, applied on the preprocessed grid (spacing in mm, axes (z, y, x)).
 
-Steps, in this order: zero outside the foreground; Gaussian smoothing (σ in mm, in-plane only for 2D
+Steps, in this order: residual normalisation (fitted on healthy validation maps, see
+:mod:`uadnet.postprocessing.residual_normalisation`; needs the preprocessed image and the restoration); zero outside
+the foreground; Gaussian smoothing (σ in mm, in-plane only for 2D
 configurations); median smoothing (size in voxels, in-plane only for 2D); removal of connected components of
 ``score ≥ component_threshold`` smaller than ``min_component_mm3`` (their scores are set to 0). Which steps are
 used is decided greedily on validation maps with synthetic anomalies: each candidate is kept only if it raises
@@ -16,6 +18,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.measure import label
 
+from uadnet.postprocessing.residual_normalisation import ResidualNormalisation
 from uadnet.scoring.average_precision import pooled_ap
 
 POSTPROCESSING_FILE = "postprocessing.json"  # in each fold folder
@@ -29,6 +32,7 @@ class Postprocessing:
     median_size_voxels: int | None = None
     min_component_mm3: float | None = None
     component_threshold: float | None = None
+    residual_normalisation: ResidualNormalisation | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -38,14 +42,25 @@ class Postprocessing:
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown postprocessing key(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
+        d = dict(d)
+        if d.get("residual_normalisation") is not None:
+            d["residual_normalisation"] = ResidualNormalisation.from_dict(d["residual_normalisation"])
         return cls(**d)
 
 
 def apply_postprocessing(score: np.ndarray, foreground: np.ndarray | None, spacing: Sequence[float],
-                         pp: Postprocessing, in_plane_only: bool = False) -> np.ndarray:
+                         pp: Postprocessing, in_plane_only: bool = False, image: np.ndarray | None = None,
+                         restoration: np.ndarray | None = None) -> np.ndarray:
     """Postprocess ``score`` (z, y, x) float32; ``spacing`` (z, y, x) mm; ``in_plane_only`` for 2D configurations
-    (no smoothing across slices). Returns a new array."""
-    out = np.asarray(score, np.float32).copy()
+    (no smoothing across slices); ``image`` and ``restoration`` (c, z, y, x, preprocessed) are needed when ``pp``
+    normalises the residual. Returns a new array."""
+    if pp.residual_normalisation is not None:
+        if image is None or restoration is None:
+            raise ValueError("this postprocessing normalises the residual: pass the preprocessed image and the "
+                             "restoration to apply_postprocessing")
+        out = pp.residual_normalisation.apply(score, image, restoration, in_plane_only)
+    else:
+        out = np.asarray(score, np.float32).copy()
     if pp.foreground_mask and foreground is not None:
         out[np.asarray(foreground) == 0] = 0.0
     if pp.gaussian_sigma_mm:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,7 @@ import torch
 from uadnet.corruption.registry import build_corruption
 from uadnet.plans import ConfigurationPlan, Plans
 from uadnet.postprocessing import Postprocessing, apply_postprocessing, decide_postprocessing
+from uadnet.postprocessing.residual_normalisation import fit_residual_normalisation, residual_features
 from uadnet.scoring.average_precision import pooled_ap
 from uadnet.scoring.calibration import calibrate
 from uadnet.scoring.scorers import Scorer, score_volume
@@ -62,12 +63,15 @@ def make_validation_set(preprocessed_dataset_folder: str | os.PathLike, plans: P
     return cases
 
 
-def _score(scorer: Scorer, image: np.ndarray, fg: np.ndarray, cfg: ConfigurationPlan, device: torch.device
-           ) -> np.ndarray:
+def _score(scorer: Scorer, image: np.ndarray, fg: np.ndarray, cfg: ConfigurationPlan, device: torch.device,
+           features: bool = False) -> np.ndarray | tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """The raw map (z, y, x); with ``features``, also the residual-normalisation features of the case."""
     inf = cfg.inference
-    score, _ = score_volume(scorer, image, cfg.patch_size, inf.step_size, inf.gaussian_sigma_scale,
-                            inf.batch_size, device, foreground=fg)
-    return score
+    score, restoration = score_volume(scorer, image, cfg.patch_size, inf.step_size, inf.gaussian_sigma_scale,
+                                      inf.batch_size, device, foreground=fg)
+    if not features:
+        return score
+    return score, residual_features(image, restoration, cfg.dim == 2)
 
 
 def validation_ap(scorer: Scorer, cases: Sequence[ValidationCase], cfg: ConfigurationPlan, device: torch.device
@@ -83,15 +87,32 @@ def validation_ap(scorer: Scorer, cases: Sequence[ValidationCase], cfg: Configur
 
 def postprocess_and_calibrate(scorer: Scorer, cases: Sequence[ValidationCase], cfg: ConfigurationPlan,
                               device: torch.device, fpr_for_components: float = 0.01) -> tuple[dict, dict]:
-    """After training: score the validation cases with and without their synthetic anomalies; choose the
+    """After training: score the validation cases with and without their synthetic anomalies; fit the residual
+    normalisation on the healthy maps (when the plans ask for it; it is then applied to all maps first); choose the
     postprocessing on the anomalous maps (each step kept only if it raises pooled AP; components are taken at the
     healthy ``fpr_for_components`` threshold); calibrate thresholds on the postprocessed healthy maps.
     Returns ``(postprocessing record, calibration)``, both JSON-ready."""
     in_plane = cfg.dim == 2
     fgs, spacings = [c.foreground for c in cases], [c.spacing for c in cases]
-    anomalous = [_score(scorer, c.corrupted, c.foreground, cfg, device) for c in cases]
-    healthy = [_score(scorer, c.healthy, c.foreground, cfg, device) for c in cases]
     labels = [c.anomaly for c in cases]
+    quantile = cfg.inference.residual_normalisation_quantile
+    anomalous, healthy, normalisation = [], [], None
+    if quantile is None:
+        anomalous = [_score(scorer, c.corrupted, c.foreground, cfg, device) for c in cases]
+        healthy = [_score(scorer, c.healthy, c.foreground, cfg, device) for c in cases]
+        raw_ap = pooled_ap(anomalous, labels)
+    else:
+        if not 0.0 < quantile < 1.0:
+            raise ValueError(f"inference.residual_normalisation_quantile of configuration {cfg.data_identifier} "
+                             f"must be in (0, 1) or null, got {quantile}: fix uadnet_plans.json")
+        scored = [_score(scorer, c.healthy, c.foreground, cfg, device, features=True) for c in cases]
+        normalisation = fit_residual_normalisation([m for m, _ in scored], [f for _, f in scored], fgs, quantile)
+        healthy = [normalisation.apply_features(m, f) for m, f in scored]
+        del scored
+        raw = [_score(scorer, c.corrupted, c.foreground, cfg, device, features=True) for c in cases]
+        raw_ap = pooled_ap([m for m, _ in raw], labels)
+        anomalous = [normalisation.apply_features(m, f) for m, f in raw]
+        del raw
 
     def processed(maps: Sequence[np.ndarray], pp: Postprocessing) -> list[np.ndarray]:
         return [apply_postprocessing(m, f, sp, pp, in_plane) for m, f, sp in zip(maps, fgs, spacings)]
@@ -101,9 +122,11 @@ def postprocess_and_calibrate(scorer: Scorer, cases: Sequence[ValidationCase], c
             str(fpr_for_components)]
 
     pp, trials = decide_postprocessing(anomalous, labels, fgs, spacings, in_plane, calibrate_threshold=threshold)
-    record = {"postprocessing": pp.to_dict(), "trials": trials, "validation_ap_all_voxels": {
-        "before": pooled_ap(anomalous, labels), "after": pooled_ap(processed(anomalous, pp), labels)},
-        "cases": [c.key for c in cases]}
     calibration = calibrate(processed(healthy, pp), fgs)
+    record = {"postprocessing": replace(pp, residual_normalisation=normalisation).to_dict(), "trials": trials,
+              "validation_ap_all_voxels": {"before": raw_ap, "after_residual_normalisation": pooled_ap(anomalous, labels)
+                                           if normalisation is not None else None,
+                                           "after": pooled_ap(processed(anomalous, pp), labels)},
+              "cases": [c.key for c in cases]}
     calibration["cases"] = [c.key for c in cases]
     return record, calibration

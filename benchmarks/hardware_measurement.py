@@ -51,8 +51,8 @@ def demo_fingerprint() -> dict:
     return {"dataset_name": "Dataset990_DemoBrain", "channel_names": {"0": "T1", "1": "FLAIR"},
             "file_ending": ".nii.gz", "median_shape_after_crop": [78, 96, 80], "median_spacing": [2.0, 2.0, 2.0],
             "is_2d": False, "cases": [case] * 40, "median_foreground_extent_mm": [156.0, 192.0, 160.0],
-            "intensity_statistics": {"0": {}, "1": {}},
-            "intensity_codebook": {c: {"normalization": "percentile", "centroids": [0.1, 0.4, 0.7]} for c in "01"}}
+            "intensity_statistics": {"0": {"max": 1000.0}, "1": {"max": 1000.0}},
+            "normalized_histograms": {c: {"percentile": [1] * 1024} for c in "01"}}
 
 
 def plan_for(gflops: float, bf16: bool) -> str:

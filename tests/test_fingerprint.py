@@ -8,7 +8,8 @@ import pytest
 from tests.synthetic import write_sitk
 from uadnet.dataset.dataset_json import generate_dataset_json
 from uadnet.dataset.raw_dataset import RawDataset
-from uadnet.planning.fingerprint import extract_fingerprint, intensity_codebook
+from uadnet.planning.fingerprint import HISTOGRAM_BINS, extract_fingerprint
+from uadnet.planning.planner import intensity_codebook
 
 
 def test_fingerprint_geometry_and_intensities(tmp_path):
@@ -35,16 +36,26 @@ def test_fingerprint_geometry_and_intensities(tmp_path):
     assert stats["std"] == pytest.approx(allv.std(), rel=1e-4)
     assert (stats["min"], stats["max"]) == pytest.approx((10, 40))
     assert stats["percentile_99_5"] == pytest.approx(np.percentile(allv, 99.5), rel=1e-6)
-    # per-image [0, 98] percentile scaling maps both boxes onto the same ramp: one codebook for both
-    cb = fp["intensity_codebook"]["0"]
-    assert cb["normalization"] == "percentile" and len(cb["centroids"]) == 5
-    assert cb["centroids"] == sorted(cb["centroids"]) and 0 <= cb["centroids"][0] < cb["centroids"][-1] <= 1
+    # per-image [0, 98] percentile scaling maps both boxes onto the same ramp 0 .. 1.02 (clipped at 1): the same
+    # histogram for both; the "ct" one uses the dataset's 0.5 / 99.5 percentiles, so the two boxes fall apart
+    hists = fp["normalized_histograms"]["0"]
+    assert sorted(hists) == ["ct", "percentile", "rgb"] and all(len(h) == HISTOGRAM_BINS for h in hists.values())
+    assert sum(hists["percentile"]) == sum(hists["ct"]) == allv.size
+    pct = np.asarray(hists["percentile"])
+    ramp = np.clip((np.linspace(0, 1, 480) * 10) / (0.98 * 10), 0, 1)  # one box normalised by its own 0/98 %
+    expected = 2 * np.histogram(ramp, HISTOGRAM_BINS, (0, 1))[0]
+    assert np.abs(pct - expected).sum() <= 0.02 * allv.size
+    ct = np.asarray(hists["ct"])
+    assert ct[: HISTOGRAM_BINS // 3].sum() == pytest.approx(480, abs=10)  # the darker box in the lower third
+    assert ct[2 * HISTOGRAM_BINS // 3:].sum() == pytest.approx(480, abs=10)
 
 
 def test_codebook_finds_tissue_classes():
     rng = np.random.default_rng(0)
     classes = np.array([0.15, 0.5, 0.85])
     values = rng.choice(classes, 3000) + rng.normal(0, 0.01, 3000)
-    assert intensity_codebook(values, 3) == pytest.approx(classes, abs=0.01)
-    assert len(intensity_codebook(values, "auto")) == 3
-    assert intensity_codebook(np.array([0.0, 1.0, 1.0, 0.0]), 5) == [0.0, 1.0]  # never more than distinct values
+    histogram = np.histogram(values, HISTOGRAM_BINS, (0, 1))[0]
+    assert intensity_codebook(histogram, 3) == pytest.approx(classes, abs=0.01)
+    assert len(intensity_codebook(histogram, "auto")) == 3
+    two = np.histogram([0.0, 1.0, 1.0, 0.0], HISTOGRAM_BINS, (0, 1))[0]
+    assert intensity_codebook(two, 5) == pytest.approx([0.5 / HISTOGRAM_BINS, 1 - 0.5 / HISTOGRAM_BINS], abs=1e-6)

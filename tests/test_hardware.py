@@ -10,7 +10,7 @@ from tests.synthetic import make_dataset
 from uadnet.planning import hardware as hw
 from uadnet.planning.hardware import HardwareInfo, HardwareProfileError
 from uadnet.planning.plan_and_preprocess import plan_and_preprocess_dataset
-from uadnet.plans import PLANS_FILE
+from uadnet.plans import PLANS_FILE, Plans
 
 
 def test_grid_rounds_down_to_powers_of_the_step():
@@ -107,3 +107,30 @@ def test_repeated_planning_gives_identical_plans(uadnet_env):
     slow = json.loads((pre / "Dataset001_3d_iso" / PLANS_FILE).read_text())
     assert slow["compute"]["precision"] == "fp32"
     assert json.loads((pre / "Dataset001_3d_iso" / "planning_hardware.json").read_text())["hardware"]["gflops"] == 4.0
+
+
+def test_replanning_with_another_codebook_size_reuses_the_fingerprint(uadnet_env):
+    """The codebook is a planning decision: --codebook_size with --overwrite_plans takes effect, the fingerprint
+    file is not rewritten, and an older fingerprint without histograms is recomputed."""
+    raw, pre, _ = uadnet_env
+    make_dataset(raw, 1, "3d_iso", n_cases=4)
+    profile = pre / "fixed.json"
+    hw.save_profile(HardwareInfo("cpu", False, 2, 24.0, 50.0), profile)
+    kw = {"disable_progress_bar": True, "verbose": False, "hardware_profile": profile}
+    plan_and_preprocess_dataset(1, [], 1, **kw)
+    fp = pre / "Dataset001_3d_iso" / "dataset_fingerprint.json"
+    before = fp.stat().st_mtime_ns, fp.read_text()
+    assert [len(c) for c in Plans.load(pre / "Dataset001_3d_iso" / PLANS_FILE).corruption.intensity_codebook] == [5]
+    five = Plans.load(pre / "Dataset001_3d_iso" / PLANS_FILE).corruption.intensity_codebook[0]
+    plan_and_preprocess_dataset(1, [], 1, overwrite_plans=True, codebook_size=3, **kw)
+    assert [len(c) for c in Plans.load(pre / "Dataset001_3d_iso" / PLANS_FILE).corruption.intensity_codebook] == [3]
+    plan_and_preprocess_dataset(1, [], 1, overwrite_plans=True, high_maps_to=0.35, **kw)
+    plans = Plans.load(pre / "Dataset001_3d_iso" / PLANS_FILE)
+    assert plans.normalization[0].high_maps_to == 0.35
+    assert plans.corruption.intensity_codebook[0] == pytest.approx([v * 0.35 / 0.7 for v in five], abs=1e-5)
+    assert (fp.stat().st_mtime_ns, fp.read_text()) == before
+    old = json.loads(before[1])
+    del old["normalized_histograms"]
+    fp.write_text(json.dumps(old))
+    plan_and_preprocess_dataset(1, [], 1, overwrite_plans=True, **kw)
+    assert json.loads(fp.read_text()) == json.loads(before[1])

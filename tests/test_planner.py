@@ -21,6 +21,13 @@ CPU = HardwareInfo(device="cpu", bf16=False, num_cpus=2, memory_gb=24, gflops=10
 GPU = HardwareInfo(device="cuda", bf16=True, num_cpus=16, memory_gb=80, gflops=20000)
 
 
+def five_peaks(bins=1024, peaks=(0.1, 0.3, 0.5, 0.7, 0.9)):
+    """A histogram over [0, 1] with equal mass at five intensities (bin centres)."""
+    counts = np.zeros(bins, int)
+    counts[[int(p * bins) for p in peaks]] = 100
+    return counts.tolist()
+
+
 def fingerprint(spacings, shapes, names=("T1",), ending=".nii.gz", extent=None, stats=None):
     spacings, shapes = np.asarray(spacings, float), np.asarray(shapes, float)
     extent = extent if extent is not None else np.median(shapes * spacings, 0)
@@ -29,15 +36,14 @@ def fingerprint(spacings, shapes, names=("T1",), ending=".nii.gz", extent=None, 
              for i, (s, sh) in enumerate(zip(spacings, shapes))]
     stats = stats or {"mean": 100.0, "std": 10.0, "min": 0.0, "max": 300.0, "percentile_00_5": 5.0,
                       "percentile_02_0": 10.0, "percentile_98_0": 250.0, "percentile_99_5": 280.0}
-    scheme = "rgb" if ending == ".png" else "percentile"
     return {
         "dataset_name": "Dataset001_Test", "channel_names": {str(i): n for i, n in enumerate(names)},
         "file_ending": ending, "num_cases": len(cases), "is_2d": bool(all(shapes.min(1) == 1)),
         "median_spacing": np.median(spacings, 0).tolist(), "median_shape_after_crop": np.median(shapes, 0).tolist(),
         "median_foreground_extent_mm": list(extent), "median_foreground_fraction": 0.5, "foreground_methods": ["nonzero"],
         "intensity_statistics": {str(i): dict(stats) for i in range(len(names))},
-        "intensity_codebook": {str(i): {"normalization": "ct" if n == "CT" else scheme,
-                                        "centroids": [0.1, 0.3, 0.5, 0.7, 0.9]} for i, n in enumerate(names)},
+        "normalized_histograms": {str(i): {s: five_peaks() for s in ("ct", "percentile", "rgb")}
+                                  for i in range(len(names))},
         "cases": cases,
     }
 
@@ -115,10 +121,16 @@ def test_nnunet_anisotropy_rule_uses_10th_percentile_of_the_coarse_axis():
 
 
 def test_2d_photographs_and_ct_normalisation():
+    photo_stats = {"mean": 100.0, "std": 10.0, "min": 0.0, "max": 255.0, "percentile_00_5": 5.0,
+                   "percentile_02_0": 10.0, "percentile_98_0": 250.0, "percentile_99_5": 254.0}
     plans = plan_experiment(fingerprint([[999.0, 1.0, 1.0]] * 5, [[1, 300, 400]] * 5, names=("R", "G", "B"),
-                                        ending=".png"), CPU)
+                                        ending=".png", stats=photo_stats), CPU)
     assert set(plans.configurations) == {"2d"}
     assert [n.scheme for n in plans.normalization] == ["rgb"] * 3
+    # a 16-bit PNG (intensities above 255) is not scaled by /255
+    sixteen = plan_experiment(fingerprint([[999.0, 1.0, 1.0]] * 5, [[1, 300, 400]] * 5, names=("gray",),
+                                          ending=".png", stats={**photo_stats, "max": 4095.0}), CPU)
+    assert sixteen.normalization[0].scheme == "percentile"
     assert plans.corruption.shape_size_mm[1] == pytest.approx(44 * 300 / 150, rel=0.01)
     ct = plan_experiment(fingerprint([[2.0, 0.8, 0.8]] * 5, [[100, 400, 400]] * 5, names=("CT",)), CPU)
     n = ct.normalization[0]

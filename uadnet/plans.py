@@ -36,8 +36,8 @@ class NormalizationPlan:
     ``none``: low 0, high 1 (data already in [0, 1]).
     ``high_maps_to`` < 1 maps ``high`` below 1 instead, leaving headroom: intensities up to
     ``low + (high − low) / high_maps_to`` (e.g. lesions brighter than the upper percentile) stay distinct after the clip.
-    The corruption codebook is rescaled by the planner; after a hand edit of ``high_maps_to``, re-plan (or scale
-    ``corruption.intensity_codebook`` by hand).
+    The planner scales the corruption codebook to ``high_maps_to``: to change it, re-plan
+    (``uadnet_plan_and_preprocess --high_maps_to V --overwrite_plans``; the fingerprint is reused).
     """
 
     channel: str

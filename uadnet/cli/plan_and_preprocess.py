@@ -47,9 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "hardware_profile.json (plans depend on it: measure on an idle machine)")
     p.add_argument("--overwrite_plans", action="store_true", help="re-plan even if uadnet_plans.json exists")
     p.add_argument("--clean", action="store_true", help="recompute the fingerprint even if it exists")
-    p.add_argument("--codebook_size", type=_codebook_size, default=5,
-                   help="intensity classes per channel in the codebook: a number, or 'auto' to let the data choose "
-                        "(2-8, by silhouette score); default 5")
+    p.add_argument("--codebook_size", type=_codebook_size, default=None,
+                   help="intensity classes per channel in the corruption codebook: a number, or 'auto' to let the "
+                        "data choose (2-8, by silhouette score); default 5. A planning choice: with existing plans "
+                        "add --overwrite_plans (the fingerprint is reused)")
+    p.add_argument("--high_maps_to", type=float, default=None,
+                   help="where the upper percentile of per-image (MRI-like) normalised channels lands, in (0, 1]; "
+                        "default 0.7 (headroom for hyperintense lesions). The codebook follows it. A planning "
+                        "choice: with existing plans add --overwrite_plans")
     p.add_argument("--no_preprocessing", action="store_true", help="only fingerprint and plan")
     p.add_argument("--disable_progress_bar", action="store_true")
     return p
@@ -72,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
                                         args.num_processes, None, args.memory_target_gb, budget,
                                         args.overwrite_plans, args.clean, args.codebook_size, args.device,
                                         args.disable_progress_bar, hardware_profile=args.hardware_profile,
-                                        remeasure_hardware=args.remeasure_hardware)
+                                        remeasure_hardware=args.remeasure_hardware,
+                                        high_maps_to=args.high_maps_to)
         except DatasetIntegrityError as e:
             print(f"\n{e}", file=sys.stderr)
             failed = True

@@ -1,8 +1,11 @@
 """Dataset fingerprint: geometry, foreground and intensity statistics of the healthy training cases.
 
-Written to ``dataset_fingerprint.json``; the planner reads nothing else. Intensity statistics use up to
-``num_samples`` foreground voxels per case and channel (seeded), so memory stays bounded for large cohorts;
-min/max/mean/std are exact.
+Written to ``dataset_fingerprint.json``; the planner reads nothing else. The fingerprint holds facts only: every
+decision (normalisation scheme, intensity codebook, sizes) is the planner's, so re-planning with other settings
+never needs a new fingerprint. Intensity statistics use up to ``num_samples`` foreground voxels per case and
+channel (seeded), so memory stays bounded for large cohorts; min/max/mean/std are exact. For each channel the
+foreground intensities are also histogrammed as every normalisation scheme would map them
+(``normalized_histograms``: ``HISTOGRAM_BINS`` bins over [0, 1], the scheme's range mapped to [0, 1] and clipped).
 """
 
 from __future__ import annotations
@@ -12,19 +15,17 @@ from typing import Any
 
 import numpy as np
 from acvl_utils.cropping_and_padding.bounding_boxes import get_bbox_from_mask
-from sklearn.cluster import KMeans
-from sklearn.metrics import silhouette_score
 
 from uadnet.dataset.raw_dataset import RawDataset
 from uadnet.imageio import DUMMY_SLICE_SPACING, reader_writer_class, require_finite
 from uadnet.plans import ForegroundPlan, NormalizationPlan
 from uadnet.preprocessing.foreground import choose_foreground_method, compute_foreground, zero_fraction
-from uadnet.preprocessing.normalization import apply_normalization, normalization_range, normalization_scheme_for
+from uadnet.preprocessing.normalization import apply_normalization, normalization_range
 from uadnet.utilities.parallel import parallel_map
 
 PERCENTILES = (0.5, 2.0, 98.0, 99.5)
-CODEBOOK_SAMPLES = 50_000
-HISTOGRAM_BINS = 64  # of the normalised foreground intensities, over [0, 1]
+HISTOGRAM_BINS = 1024  # of the normalised foreground intensities, over [0, 1]
+PER_IMAGE_SCHEMES = ("percentile", "rgb")  # normalised per case; "ct" needs the dataset's percentiles
 
 
 def _percentile_key(p: float) -> str:
@@ -50,7 +51,7 @@ def fingerprint_case(task: dict[str, Any]) -> dict[str, Any]:
         values = image[c][fg].astype(np.float64)
         samples = values if values.size <= task["num_samples"] else rng.choice(values, task["num_samples"], False)
         normalized = {}  # per-image schemes are applied here; CT needs the dataset's percentiles
-        for scheme in ("percentile", "rgb"):
+        for scheme in PER_IMAGE_SCHEMES:
             low, high = normalization_range(NormalizationPlan(channel=name, scheme=scheme), image[c], fg)
             normalized[scheme] = apply_normalization(samples, low, high, True).tolist()
         channels.append({
@@ -71,30 +72,11 @@ def fingerprint_case(task: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def intensity_codebook(values: np.ndarray, size: int | str = 5, seed: int = 0) -> list[float]:
-    """Sorted k-means centroids of 1D normalised intensities. ``size="auto"`` picks k in 2..8 by silhouette;
-    k never exceeds the number of distinct values."""
-    values = np.asarray(values, np.float64).reshape(-1, 1)
-    distinct = len(np.unique(values))
-    if distinct <= 1:
-        return [float(values[0, 0])] if values.size else []
-    if size == "auto":
-        candidates = range(2, min(8, distinct) + 1)
-        sub = values[np.random.default_rng(seed).permutation(len(values))[:5000]]
-        scores = {k: silhouette_score(sub, KMeans(k, n_init=3, random_state=seed).fit_predict(sub))
-                  for k in candidates if len(np.unique(sub)) > k}
-        k = max(scores, key=scores.get) if scores else 2
-    else:
-        k = min(int(size), distinct)
-    km = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(values)
-    return sorted(float(c) for c in km.cluster_centers_.ravel())
-
-
 def aggregate_fingerprint(cases: list[dict[str, Any]], dataset_name: str, channel_names: dict[str, str],
-                          file_ending: str, codebook_size: int | str = 5, seed: int = 0) -> dict[str, Any]:
+                          file_ending: str) -> dict[str, Any]:
     """Combine per-case fingerprints into the dataset fingerprint (a pure function)."""
     spacings = np.array([c["spacing"] for c in cases])
-    intensity, codebooks = {}, {}
+    intensity, histograms = {}, {}
     for ch, name in channel_names.items():
         per = [c["channels"][int(ch)] for c in cases]
         n = sum(p["n"] for p in per)
@@ -105,16 +87,12 @@ def aggregate_fingerprint(cases: list[dict[str, Any]], dataset_name: str, channe
                  "max": max(p["max"] for p in per)}
         stats.update({_percentile_key(q): float(v) for q, v in zip(PERCENTILES, np.percentile(samples, PERCENTILES))})
         intensity[ch] = stats
-        scheme = normalization_scheme_for(name, file_ending, stats["max"])
-        if scheme == "ct":
-            plan = NormalizationPlan(name, scheme, low=stats["percentile_00_5"], high=stats["percentile_99_5"])
-            normalized = apply_normalization(samples, plan.low, plan.high, True)
-        else:
-            normalized = np.concatenate([np.asarray(p["normalized_samples"][scheme]) for p in per])
-        if len(normalized) > CODEBOOK_SAMPLES:
-            normalized = np.random.default_rng(seed).choice(normalized, CODEBOOK_SAMPLES, replace=False)
-        codebooks[ch] = {"normalization": scheme, "centroids": intensity_codebook(normalized, codebook_size, seed),
-                         "histogram": np.histogram(normalized, HISTOGRAM_BINS, (0.0, 1.0))[0].tolist()}
+        ct = NormalizationPlan(name, "ct", low=stats["percentile_00_5"], high=stats["percentile_99_5"])
+        normalized = {"ct": apply_normalization(samples, ct.low, ct.high, True)}
+        normalized.update({scheme: np.concatenate([np.asarray(p["normalized_samples"][scheme]) for p in per])
+                           for scheme in PER_IMAGE_SCHEMES})
+        histograms[ch] = {scheme: np.histogram(v, HISTOGRAM_BINS, (0.0, 1.0))[0].tolist()
+                          for scheme, v in sorted(normalized.items())}
     methods = sorted({c["foreground_method"] for c in cases})
     stripped = [{k: v for k, v in c.items() if k != "channels"} for c in cases]
     return {
@@ -129,13 +107,12 @@ def aggregate_fingerprint(cases: list[dict[str, Any]], dataset_name: str, channe
         "median_foreground_fraction": float(np.median([c["foreground_fraction"] for c in cases])),
         "foreground_methods": methods,
         "intensity_statistics": intensity,
-        "intensity_codebook": codebooks,
+        "normalized_histograms": histograms,
         "cases": stripped,
     }
 
 
-def extract_fingerprint(dataset: RawDataset, num_processes: int = 1, num_samples: int = 10_000,
-                        codebook_size: int | str = 5, seed: int = 0,
+def extract_fingerprint(dataset: RawDataset, num_processes: int = 1, num_samples: int = 10_000, seed: int = 0,
                         disable_progress_bar: bool = False) -> dict[str, Any]:
     """Fingerprint every training case of ``dataset`` in ``num_processes`` workers."""
     cases = dataset.training_cases()
@@ -151,5 +128,4 @@ def extract_fingerprint(dataset: RawDataset, num_processes: int = 1, num_samples
         if len(r["channels"]) != len(names):
             raise ValueError(f"case {r['identifier']} has {len(r['channels'])} channels, dataset.json names "
                              f"{len(names)}. Run with --verify_dataset_integrity for details.")
-    return aggregate_fingerprint(results, dataset.name, dataset.channel_names, dataset.file_ending, codebook_size,
-                                 seed)
+    return aggregate_fingerprint(results, dataset.name, dataset.channel_names, dataset.file_ending)

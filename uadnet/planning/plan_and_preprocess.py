@@ -66,9 +66,10 @@ def plan_and_preprocess_dataset(dataset: str | int, configurations: list[str] | 
                                 num_processes: int = 2, hardware: HardwareInfo | None = None,
                                 memory_target_gb: float | None = None, time_budget_minutes: float | None = -1.0,
                                 overwrite_plans: bool = False, refingerprint: bool = False,
-                                codebook_size: int | str = 5, device: str | None = None,
+                                codebook_size: int | str | None = None, device: str | None = None,
                                 disable_progress_bar: bool = False, verbose: bool = True,
-                                hardware_profile: str | Path | None = None, remeasure_hardware: bool = False) -> Plans:
+                                hardware_profile: str | Path | None = None, remeasure_hardware: bool = False,
+                                high_maps_to: float | None = None) -> Plans:
     """Run fingerprint, planning and preprocessing for one dataset; each stage reuses what exists.
 
     Existing plans are kept (they may hold hand edits) unless ``overwrite_plans``; preprocessed cases whose
@@ -76,7 +77,8 @@ def plan_and_preprocess_dataset(dataset: str | int, configurations: list[str] | 
     fingerprint is recomputed when ``refingerprint`` or when the training cases changed. ``hardware`` is
     resolved only when planning is needed and it is not given: from ``hardware_profile`` (a JSON file) if given,
     else this machine's cached profile in ``UADNET_PREPROCESSED`` (measured once for ``device``, default CUDA if
-    available; ``remeasure_hardware`` measures again), see :mod:`uadnet.planning.hardware`.
+    available; ``remeasure_hardware`` measures again), see :mod:`uadnet.planning.hardware`. ``codebook_size`` and
+    ``high_maps_to`` are planning choices (:func:`plan_experiment`): they need a re-plan, never a new fingerprint.
     """
     name = paths.resolve_dataset_name(dataset)
     raw = RawDataset(paths.raw_folder() / name)
@@ -91,11 +93,12 @@ def plan_and_preprocess_dataset(dataset: str | int, configurations: list[str] | 
         say(f"[{name}] the training cases changed since {fp_path} was written: fingerprinting again "
             "(existing plans are kept; add --overwrite_plans to re-plan from the new fingerprint)")
         fingerprint = None
+    if fingerprint is not None and "normalized_histograms" not in fingerprint:
+        say(f"[{name}] {fp_path} was written by an older uadnet (no intensity histograms): fingerprinting again")
+        fingerprint = None
     if fingerprint is None:
-        fingerprint = extract_fingerprint(raw, num_processes, codebook_size=codebook_size,
-                                          disable_progress_bar=disable_progress_bar)
+        fingerprint = extract_fingerprint(raw, num_processes, disable_progress_bar=disable_progress_bar)
         save_json(fingerprint, fp_path)
-        plot_fingerprint(fingerprint, out / "dataset_fingerprint.png")
     else:
         say(f"[{name}] using existing {fp_path}")
 
@@ -103,16 +106,20 @@ def plan_and_preprocess_dataset(dataset: str | int, configurations: list[str] | 
     if plans_path.is_file() and not overwrite_plans:
         plans = Plans.load(plans_path)
         say(f"[{name}] using existing {plans_path} (hand edits kept; --overwrite_plans to re-plan)")
-        if hardware_profile is not None or remeasure_hardware:
-            say(f"[{name}] note: the hardware options only matter when planning; add --overwrite_plans to re-plan")
+        if hardware_profile is not None or remeasure_hardware or codebook_size is not None or high_maps_to is not None:
+            say(f"[{name}] note: the hardware, codebook and normalisation options only matter when planning; add "
+                "--overwrite_plans to re-plan")
     else:
         if hardware is None:
             hardware = resolve_hardware(device, hardware_profile, paths.preprocessed_folder(create=True),
                                         remeasure_hardware, say)
         plans = plan_experiment(fingerprint, hardware, memory_target_gb, time_budget_minutes,
-                                reader_override=raw.dataset_json.get("overwrite_image_reader_writer"))
+                                reader_override=raw.dataset_json.get("overwrite_image_reader_writer"),
+                                codebook_size=5 if codebook_size is None else codebook_size,
+                                **({} if high_maps_to is None else {"high_maps_to": high_maps_to}))
         plans.save(plans_path)
         save_profile(hardware, out / "planning_hardware.json")
+        plot_fingerprint(fingerprint, plans, out / "dataset_fingerprint.png")
     say(summarize_plans(plans))
 
     ensure_splits(out / SPLITS_FILE, list(cases))

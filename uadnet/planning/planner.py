@@ -18,7 +18,10 @@ Rules (each result lands in ``uadnet_plans.json`` and can be edited there):
   3D batches hold at most 5 % of all training voxels (nnU-Net's rule);
 * corruption sizes scale the reference 10-44 mm (on a ~150 mm brain) to the data's smaller in-plane foreground
   extent, drawn uniformly (``corruption.size_distribution``; ``log_uniform`` from a few voxels was measured and
-  is worse at a CPU budget: documentation/benchmarks.md, development runs).
+  is worse at a CPU budget: documentation/benchmarks.md, development runs);
+* normalisation scheme per channel from its name and file type (``normalization_scheme_for``); the intensity
+  codebook = ``codebook_size`` k-means centroids of the fingerprint's histogram under that scheme, scaled to the
+  channel's ``high_maps_to``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from sklearn.cluster import KMeans
+from sklearn.metrics import silhouette_score
 
 from uadnet.imageio import reader_writer_class
 from uadnet.planning.hardware import HardwareInfo
@@ -46,6 +51,7 @@ from uadnet.plans import (
     SynomalyPlan,
     TrainingPlan,
 )
+from uadnet.preprocessing.normalization import normalization_scheme_for
 
 ANISOTROPY_THRESHOLD = 3.0
 REFERENCE_SHAPE_SIZE_MM = (10.0, 44.0)  # DISYRE v2 on 1 mm brain MRI
@@ -238,15 +244,41 @@ def synomaly_sign(channel_names: Sequence[str]) -> int:
     return -1 if all(native_t1(n) for n in channel_names) else 1
 
 
+def intensity_codebook(histogram: Sequence[float], size: int | str = 5, seed: int = 0) -> list[float]:
+    """Sorted k-means centroids of intensities given as a histogram over [0, 1] (bin centres weighted by counts).
+    ``size="auto"`` picks k in 2..8 by silhouette score on 5000 seeded draws; k never exceeds the occupied bins."""
+    counts = np.asarray(histogram, np.float64)
+    centres = (np.arange(counts.size) + 0.5) / counts.size
+    occupied = counts > 0
+    values, weights = centres[occupied].reshape(-1, 1), counts[occupied]
+    if len(values) <= 1:
+        return [float(v) for v in values.ravel()]
+    if size == "auto":
+        rng = np.random.default_rng(seed)
+        sub = values[rng.choice(len(values), 5000, p=weights / weights.sum())]
+        scores = {k: silhouette_score(sub, KMeans(k, n_init=3, random_state=seed).fit_predict(sub))
+                  for k in range(2, min(8, len(values)) + 1) if len(np.unique(sub)) > k}
+        k = max(scores, key=scores.get) if scores else 2
+    else:
+        k = min(int(size), len(values))
+    km = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(values, sample_weight=weights)
+    return sorted(round(float(c), 6) for c in km.cluster_centers_.ravel())
+
+
 def plan_experiment(fingerprint: dict[str, Any], hardware: HardwareInfo | None = None,
                     memory_target_gb: float | None = None, time_budget_minutes: float | None = -1.0,
-                    plans_name: str = "uadnetPlans", reader_override: str | None = None) -> Plans:
+                    plans_name: str = "uadnetPlans", reader_override: str | None = None,
+                    codebook_size: int | str = 5, high_maps_to: float = PERCENTILE_HIGH_MAPS_TO) -> Plans:
     """Plan preprocessing, networks, training, corruption and inference from a dataset fingerprint.
 
     ``memory_target_gb``: training memory per configuration (default 4 on CPU, 8 on GPU).
     ``time_budget_minutes``: training budget; -1 picks the device default (20 min on CPU, none on GPU); 0 or
     None: no budget.
+    ``codebook_size``: intensity classes per channel (or ``"auto"``); ``high_maps_to``: where the upper percentile
+    of ``percentile``-normalised channels lands (the codebook follows it).
     """
+    if not 0.0 < high_maps_to <= 1.0:
+        raise ValueError(f"high_maps_to must lie in (0, 1], got {high_maps_to}")
     hardware = hardware or HardwareInfo()
     on_cpu = hardware.device == "cpu"
     if memory_target_gb is None:
@@ -290,12 +322,12 @@ def plan_experiment(fingerprint: dict[str, Any], hardware: HardwareInfo | None =
     normalization = []
     for ch, name in enumerate(names):
         stats = fingerprint["intensity_statistics"][str(ch)]
-        scheme = fingerprint["intensity_codebook"][str(ch)]["normalization"]
+        scheme = normalization_scheme_for(name, file_ending, stats["max"])
         if scheme == "ct":
             normalization.append(NormalizationPlan(name, scheme, low=stats["percentile_00_5"],
                                                    high=stats["percentile_99_5"]))
         elif scheme == "percentile":  # per-image scaling: keep hyperintensities above the percentile distinct
-            normalization.append(NormalizationPlan(name, scheme, high_maps_to=PERCENTILE_HIGH_MAPS_TO))
+            normalization.append(NormalizationPlan(name, scheme, high_maps_to=high_maps_to))
         else:
             normalization.append(NormalizationPlan(name, scheme))
 
@@ -304,9 +336,9 @@ def plan_experiment(fingerprint: dict[str, Any], hardware: HardwareInfo | None =
     extent = extent[extent > 0]
     smallest = float(extent.min()) if extent.size else REFERENCE_EXTENT_MM
     size_mm = [round(r * smallest / REFERENCE_EXTENT_MM, 2) for r in REFERENCE_SHAPE_SIZE_MM]
-    # the fingerprint's codebook is in [0, 1] with high → 1; rescale it to each channel's high_maps_to
-    codebook = [[round(v * normalization[ch].high_maps_to, 6) for v in fingerprint["intensity_codebook"][str(ch)]
-                 ["centroids"]] for ch in range(len(names))]
+    # the histograms are in the scheme's [0, 1] units (high → 1); rescale the centroids to each high_maps_to
+    codebook = [[round(v * n.high_maps_to, 6) for v in intensity_codebook(
+        fingerprint["normalized_histograms"][str(ch)][n.scheme], codebook_size)] for ch, n in enumerate(normalization)]
     corruption = CorruptionPlan(shape_size_mm=size_mm, intensity_codebook=codebook,
                                 size_distribution=SIZE_DISTRIBUTION)
 

@@ -7,24 +7,28 @@ from typing import Any
 
 import numpy as np
 
+from uadnet.plans import Plans
 from uadnet.visualization.figures import plt, save_figure
 
 
-def plot_fingerprint(fingerprint: dict[str, Any], path: str | os.PathLike) -> None:
-    """One row per channel (normalised foreground histogram + codebook centroids), then spacing and extent."""
+def plot_fingerprint(fingerprint: dict[str, Any], plans: Plans, path: str | os.PathLike) -> None:
+    """One panel per channel (foreground histogram as the plans normalise it + the plans' codebook), then spacing
+    and extent."""
     channels = fingerprint["channel_names"]
     cases = fingerprint["cases"]
     fig, axes = plt.subplots(1, len(channels) + 2, figsize=(4 * (len(channels) + 2), 3.4), squeeze=False)
     axes = axes[0]
     for ax, (ch, name) in zip(axes, channels.items()):
-        cb = fingerprint["intensity_codebook"][ch]
-        hist = np.asarray(cb.get("histogram", []), float)
+        norm = plans.normalization[int(ch)]
+        hist = np.asarray(fingerprint["normalized_histograms"][ch].get(norm.scheme, []), float)
         if hist.size:
-            edges = np.linspace(0, 1, hist.size + 1)
-            ax.bar(edges[:-1], hist / hist.sum(), width=np.diff(edges), align="edge", color="0.6")
-        for c in cb["centroids"]:
+            if hist.size % 64 == 0:
+                hist = hist.reshape(64, -1).sum(1)  # 64 bars
+            edges = np.linspace(0, norm.high_maps_to, hist.size + 1)
+            ax.bar(edges[:-1], hist / max(hist.sum(), 1), width=np.diff(edges), align="edge", color="0.6")
+        for c in plans.corruption.intensity_codebook[int(ch)]:
             ax.axvline(c, color="tab:red", lw=1.5)
-        ax.set_title(f"channel {ch} '{name}' ({cb['normalization']})", fontsize=9)
+        ax.set_title(f"channel {ch} '{name}' ({norm.scheme}, codebook in red)", fontsize=9)
         ax.set_xlabel("normalised foreground intensity")
         ax.set_ylabel("fraction of voxels")
     spacing = np.array([c["spacing"] for c in cases])

@@ -107,18 +107,18 @@ def test_sharded_prediction_equals_unsharded_and_folds_are_ensembled(paths_env, 
 
 def test_continue_prediction_after_a_kill_finishes_the_rest(paths_env, tmp_path, monkeypatch):
     inp, out = _raw(paths_env, 1, "3d_iso") / "imagesTs", tmp_path / "out"
-    original, calls = Predictor._run_case, []
+    original, calls = Predictor.score_case, []
 
-    def dies_on_third(self, case):
-        calls.append(case.identifier)
+    def dies_on_third(self, image, properties):
+        calls.append(image.shape)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return original(self, case)
+        return original(self, image, properties)
 
-    monkeypatch.setattr(Predictor, "_run_case", dies_on_third)
+    monkeypatch.setattr(Predictor, "score_case", dies_on_third)
     with pytest.raises(KeyboardInterrupt):
         predict_main(["-i", str(inp), "-o", str(out), "-d", "1", "-f", "0", *QUIET])
-    monkeypatch.setattr(Predictor, "_run_case", original)
+    monkeypatch.setattr(Predictor, "score_case", original)
     first = (out / "test_000.nii.gz").stat().st_mtime_ns
     assert not (out / "test_002.nii.gz").exists()
     assert predict_main(["-i", str(inp), "-o", str(out), "-d", "1", "-f", "0", "--continue_prediction", *QUIET]) == 0

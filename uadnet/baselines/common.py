@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from uadnet.evaluation.evaluator import grid_mismatch
+from uadnet.imageio.geometry import grid_mismatch
 from uadnet.planning.planner import synomaly_sign
 from uadnet.plans import Plans
 from uadnet.scoring.calibration import FALSE_POSITIVE_RATES, calibrate
@@ -45,7 +45,7 @@ def without_clipping(plans: Plans) -> Plans:
 def check_grid(shape: Sequence[int], properties: dict[str, Any], reference_shape: Sequence[int],
                reference_properties: dict[str, Any], file: str | Path, reference_file: str | Path) -> None:
     """Raise :class:`BaselineError` naming ``file`` unless its grid (shape ``(z, y, x)``, spacing in mm and, for
-    SimpleITK files, origin and direction, within ``uadnet.evaluation.evaluator.GRID_TOLERANCE``) is the
+    SimpleITK files, origin and direction, within ``uadnet.imageio.geometry.GRID_TOLERANCE``) is the
     reference case's grid."""
     diff = grid_mismatch(tuple(shape), properties, tuple(reference_shape), reference_properties)
     if diff is not None:

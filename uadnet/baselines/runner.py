@@ -32,7 +32,6 @@ from uadnet.imageio import reader_writer_class
 from uadnet.inference import export
 from uadnet.plans import SPLITS_FILE, Plans
 from uadnet.scoring.calibration import FALSE_POSITIVE_RATES
-from uadnet.utilities.file_io import save_json
 
 BASELINES = ("intensity", "zscore")
 STATISTICS_FILE = "zscore_statistics.npz"  # in the output folder, with zscore_statistics.json beside it
@@ -158,25 +157,13 @@ class BaselineRunner:
         return float(self.calibration["case_threshold"])
 
     # ----------------------------------------------------------------------------------------- the folder
-    def _outputs(self, case: str) -> dict[str, Path]:
-        return export.case_outputs(self.s.output_folder, case, self.output_ending)
+    writes_restoration = False
 
-    def _finished(self, case: str) -> bool:
-        o = self._outputs(case)
-        return all(o[k].exists() for k in ("map", "mask", "record"))
+    def read(self, case: Case) -> tuple[np.ndarray, dict[str, Any]]:
+        """An input case (z-score: checked against the reference grid)."""
+        return self._read(case, self.s.baseline == "zscore")
 
-    def _run_case(self, case: Case) -> dict[str, Any]:
-        o = self._outputs(case.identifier)
-        export.start_case(o)
-        image, props = self._read(case, self.s.baseline == "zscore")
-        result = self.score_case(image, props)
-        export.write_map_and_mask(self.reader, result["map"], props, o, self.voxel_threshold)
-        record = export.case_record(case, result["map"], result["score"], self.voxel_threshold, self.case_threshold,
-                                    result["seconds"])
-        save_json(record, o["record"])
-        return record
-
-    def _prediction_json(self) -> dict[str, Any]:
+    def prediction_json(self) -> dict[str, Any]:
         info: dict[str, Any] = {
             "method": f"baseline_{self.s.baseline}", "dataset": self.dataset_name, "plans_name": self.s.plans_name,
             "configuration": self.config_name if self.s.baseline == "intensity" else None, "fold": self.s.fold,
@@ -211,10 +198,9 @@ class BaselineRunner:
                                    {"dataset": self.dataset_name, "reference_cases": list(self.train_ids),
                                     "channel_names": self.channel_names, "axes": "c, z, y, x (input grid)",
                                     "units": "normalised intensity (plans' low → 0, high → 1)"})
+        run = export.FolderRun(self.s.input_folder, self.s.output_folder, self.s.num_parts, self.s.part_id,
+                               self.s.continue_prediction, self.s.progress_bar, f"{self.s.baseline} baseline")
         return export.run_folder(
-            self.s.input_folder, self.s.output_folder, self.file_ending, self._run_case, self._prediction_json,
-            self._finished, num_parts=self.s.num_parts, part_id=self.s.part_id,
-            continue_prediction=self.s.continue_prediction, progress_bar=self.s.progress_bar,
-            desc=f"{self.s.baseline} baseline", error=BaselineError,
+            self, run, error=BaselineError,
             summary=lambda o: f"maps, masks (threshold {self.voxel_threshold:.4g} at {self.s.fpr:g} false-positive "
                               f"rate on healthy validation data) in {o}")

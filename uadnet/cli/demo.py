@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     from uadnet.cli.plot_overlays import main as overlays
     from uadnet.cli.predict import main as predict
     from uadnet.cli.train import main as train
-    from uadnet.utilities.checkpoints import FINAL
+    from uadnet.scoring.calibration import CALIBRATION_FILE
+    from uadnet.utilities.checkpoints import FINAL, LATEST
 
     quiet = ["--disable_progress_bar"] if args.disable_progress_bar else []
     try:
@@ -56,12 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     steps.append(plan(["-d", str(args.id), "--verify_dataset_integrity", "-np", str(args.num_processes), *quiet]))
     if any(steps):
         return 1
-    model = results / name / f"{args.method}__uadnet_plans__2d"
+    model = results / name / paths.model_folder_name(args.method, paths.DEFAULT_PLANS_NAME, "2d")
     fold = model / "fold_0"
     print(f"[3/6] train {args.method} fold 0 ({args.budget:g} min budget) → {fold}")
-    if not (fold / "calibration.json").is_file():
+    if not (fold / CALIBRATION_FILE).is_file():
         length = ["--iterations", str(args.iterations)] if args.iterations else ["--time_budget", str(args.budget)]
-        resume = ["--c"] if (fold / "checkpoint_latest.pth").exists() or (fold / FINAL).exists() else []
+        resume = ["--c"] if (fold / LATEST).exists() or (fold / FINAL).exists() else []
         if train([str(args.id), "0", "-c", "2d", "-m", args.method, "--device", args.device, *length, *resume,
                   *quiet]) != 0:
             return 1

@@ -53,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         continue_prediction=args.continue_prediction, device=args.device, step_size=args.step_size,
         precision=args.precision, fpr=args.fpr, progress_bar=not args.disable_progress_bar)
     try:
-        return Predictor(settings).predict_folder()
+        predictor = Predictor(settings)
+        print(predictor.run_settings.describe())
+        return predictor.predict_folder()
     except (OSError, PredictionError, ValueError, KeyError, RuntimeError) as e:
         return report_error("uadnet_predict", e)
 

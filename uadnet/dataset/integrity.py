@@ -21,7 +21,7 @@ import numpy as np
 from uadnet.dataset.dataset_json import DatasetJsonError, load_dataset_json
 from uadnet.dataset.raw_dataset import CaseListing, list_cases, one_file_holds_all_channels
 from uadnet.imageio import DUMMY_SLICE_SPACING, BaseReaderWriter, reader_writer_for
-from uadnet.imageio.simpleitk_reader_writer import GEOMETRY_TOLERANCE, geometry_mismatch
+from uadnet.imageio.geometry import grid_mismatch
 from uadnet.utilities.parallel import parallel_map
 
 DOC = "See documentation/dataset_format.md"
@@ -77,14 +77,8 @@ def _try_read(read: Callable[[Any], tuple[np.ndarray, dict]], arg: Any, path: st
 
 
 def _grid_mismatch(a: dict, a_shape: tuple, b: dict, b_shape: tuple) -> str | None:
-    """How the grid of ``b`` differs from that of ``a`` (sitk geometry, else array shape and spacing)."""
-    if "sitk" in a and "sitk" in b:
-        return geometry_mismatch(a["sitk"], b["sitk"])
-    if tuple(a_shape) != tuple(b_shape):
-        return f"size {list(a_shape)} vs {list(b_shape)}"
-    if not np.allclose(a["spacing"], b["spacing"], rtol=GEOMETRY_TOLERANCE, atol=0):
-        return f"spacing {a['spacing']} vs {b['spacing']}"
-    return None
+    """How the grid of ``b`` differs from that of ``a`` (:func:`uadnet.imageio.geometry.grid_mismatch`)."""
+    return grid_mismatch(a_shape, a, b_shape, b)
 
 
 def _intensity_problems(arr: np.ndarray) -> list[tuple[str, str]]:

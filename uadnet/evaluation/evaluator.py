@@ -24,12 +24,11 @@ from tqdm import tqdm
 
 from uadnet.evaluation import lesion_wise, metrics
 from uadnet.imageio.base_reader_writer import Properties
+from uadnet.imageio.geometry import grid_mismatch
 from uadnet.imageio.reader_writer_registry import READER_WRITERS, reader_writer_for
 from uadnet.inference.export import DERIVED, PREDICTION_FILE, SCORES_FILE
 from uadnet.utilities.file_io import atomic_path, load_json, save_json
 
-# relative: spacing to itself, origin to max(|origin|, largest spacing), direction cosines to 1
-GRID_TOLERANCE = 1e-4
 SUMMARY_FILE = "summary.json"
 PER_CASE_FILE = "per_case.csv"
 _BOOTSTRAPPED = ("ap", "auroc", "dice_at_threshold", "best_dice")
@@ -78,32 +77,6 @@ def list_cases(folder: str | os.PathLike, skip_derived: bool = False) -> dict[st
             raise EvaluationError(f"{cases[case]} and {p} are both case '{case}'; keep one file per case.")
         cases[case] = p
     return cases
-
-
-def _close(a: Any, b: Any, rtol: float, floor: float = 0.0) -> bool:
-    """``|a - b| <= rtol * max(|a|, |b|, floor)`` element-wise (``floor`` keeps values near 0 from being exact)."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape:
-        return False
-    return bool(np.all(np.abs(a - b) <= rtol * np.maximum(np.maximum(np.abs(a), np.abs(b)), floor)))
-
-
-def grid_mismatch(map_shape: tuple[int, ...], map_props: Properties, label_shape: tuple[int, ...],
-                  label_props: Properties) -> str | None:
-    """How the grids of a map and a label differ (shape ``(z, y, x)``, spacing in mm ``(z, y, x)``, and for
-    SimpleITK files origin and direction), or ``None`` when they agree within ``GRID_TOLERANCE``."""
-    if tuple(map_shape) != tuple(label_shape):
-        return f"size (z, y, x) {tuple(map_shape)} vs {tuple(label_shape)}"
-    if not _close(map_props["spacing"], label_props["spacing"], GRID_TOLERANCE):
-        return f"spacing (z, y, x) {map_props['spacing']} vs {label_props['spacing']} mm"
-    a, b = map_props.get("sitk"), label_props.get("sitk")
-    if a is not None and b is not None:
-        scale = float(max(a["spacing"]))
-        if not _close(a["origin"], b["origin"], GRID_TOLERANCE, scale):
-            return f"origin {a['origin']} vs {b['origin']} mm"
-        if not _close(a["direction"], b["direction"], GRID_TOLERANCE, 1.0):
-            return f"direction {a['direction']} vs {b['direction']}"
-    return None
 
 
 def _read(path: Path) -> tuple[np.ndarray, Properties]:

@@ -18,23 +18,8 @@ from uadnet.imageio.base_reader_writer import (
     PathLike,
     Properties,
 )
+from uadnet.imageio.geometry import sitk_geometry_mismatch
 from uadnet.utilities.file_io import atomic_path
-
-GEOMETRY_TOLERANCE = 1e-3  # relative for spacing, absolute (mm) for origin, absolute for direction cosines
-
-
-def geometry_mismatch(a: dict, b: dict) -> str | None:
-    """Describe how two ``properties["sitk"]`` geometries differ, or ``None`` if they agree."""
-    if a["size"] != b["size"]:
-        return f"size {a['size']} vs {b['size']}"
-    if not np.allclose(a["spacing"], b["spacing"], rtol=GEOMETRY_TOLERANCE, atol=0):
-        return f"spacing {a['spacing']} vs {b['spacing']}"
-    if not np.allclose(a["origin"], b["origin"], rtol=0, atol=GEOMETRY_TOLERANCE):
-        return f"origin {a['origin']} vs {b['origin']}"
-    if not np.allclose(a["direction"], b["direction"], rtol=0, atol=GEOMETRY_TOLERANCE):
-        return f"direction {a['direction']} vs {b['direction']}"
-    return None
-
 
 _NIFTI_ENDINGS = (".nii.gz", ".nii", ".hdr", ".img", ".hdr.gz", ".img.gz")
 
@@ -169,7 +154,7 @@ class SimpleITKIO(BaseReaderWriter):
                 "direction": list(img.GetDirection()),
             })
         for p, g in zip(paths[1:], geometries[1:]):
-            diff = geometry_mismatch(geometries[0], g)
+            diff = sitk_geometry_mismatch(geometries[0], g)
             if diff is not None:
                 raise ImageReadError(f"{p}: geometry differs from {paths[0]} ({diff}). All channels of a case "
                                      "must share one grid; resample them onto the first channel.")

@@ -26,11 +26,11 @@ from uadnet.methods import build_method
 from uadnet.plans import PLANS_FILE
 from uadnet.postprocessing import apply_postprocessing
 from uadnet.preprocessing.preprocessor import preprocess_case, revert_preprocessing
+from uadnet.run_settings import resolve_run_settings
 from uadnet.scoring.calibration import case_score, case_score_as_calibrated
 from uadnet.scoring.scorers import score_volume
 from uadnet.utilities import checkpoints as ckpt
-from uadnet.utilities.file_io import load_json, save_json
-from uadnet.utilities.torch_utils import resolve_device
+from uadnet.utilities.file_io import load_json
 
 PER_CASE = export.PER_CASE
 
@@ -88,21 +88,26 @@ class Predictor:
         self.model_folder = settings.model_folder or model_folder_for(settings.dataset, settings.method,
                                                                       settings.plans_name, settings.configuration)
         self.plans, self.dataset_json = load_plans_and_dataset_json(self.model_folder)
-        self.device = resolve_device(settings.device, self.plans.compute.device)
         self.config_name = paths.model_folder_parts(self.model_folder)[2]
         self.cfg = self.plans.configuration(self.config_name)
         self.method = build_method(settings.method, self.plans, self.config_name)
         folds = settings.folds or available_folds(self.model_folder, settings.checkpoint)
         if not folds:
             raise FileNotFoundError(f"{self.model_folder} has no fold with {settings.checkpoint}: train first")
-        self.folds: list[TrainedFold] = [load_fold(self.model_folder, f, self.method, self.device,
+        flags = {"device": settings.device, "precision": settings.precision, "step_size": settings.step_size}
+        try:  # flags checked and the device resolved before any fold is loaded
+            device = resolve_run_settings(self.plans, self.config_name, flags).device
+        except ValueError as e:
+            raise PredictionError(str(e)) from None
+        self.folds: list[TrainedFold] = [load_fold(self.model_folder, f, self.method, device,
                                                    settings.checkpoint) for f in folds]
         # score as the calibration did (precision, step size), unless asked otherwise — then say so
         calibrated = self.folds[0].calibration
-        self.precision = settings.precision or calibrated.get("precision") or self.plans.compute.precision
-        if settings.step_size is not None and not 0 < settings.step_size <= 1:
-            raise PredictionError(f"--step_size must be in (0, 1] (a fraction of the patch), got {settings.step_size}")
-        self.step_size = settings.step_size or calibrated.get("step_size") or self.cfg.inference.step_size
+        self.run_settings = resolve_run_settings(
+            self.plans, self.config_name, flags, device=device,
+            defaults={k: (calibrated.get(k), "calibration") for k in ("precision", "step_size")})
+        self.device, self.precision = self.run_settings.device, self.run_settings["precision"]
+        self.step_size = self.run_settings["step_size"]
         for name, used in (("precision", self.precision), ("step_size", self.step_size)):
             if calibrated.get(name) is not None and calibrated[name] != used:
                 print(f"WARNING: the thresholds were calibrated with {name} {calibrated[name]}, this prediction "
@@ -126,7 +131,7 @@ class Predictor:
         self.num_channels = len(self.plans.channel_names)
 
     # -------------------------------------------------------------------------------------------- one case
-    def predict_case(self, image: np.ndarray, properties: dict) -> dict:
+    def score_case(self, image: np.ndarray, properties: dict) -> dict:
         """Score one case read by the dataset's reader (``image`` (c, z, y, x)). Returns ``map`` (z, y, x) and
         ``restoration`` (c, z, y, x, in the input's intensity units) on the input grid, ``score`` (case score, on
         the preprocessed grid like the calibration) and timings (s)."""
@@ -161,52 +166,31 @@ class Predictor:
         return result
 
     # ----------------------------------------------------------------------------------------- the folder
-    def _outputs(self, case: str) -> dict[str, Path]:
-        return export.case_outputs(self.s.output_folder, case, self.output_ending)
-
-    def _finished(self, case: str) -> bool:
-        o = self._outputs(case)
-        needed = [o["map"], o["mask"], o["record"]] + ([o["restoration"]] if self.s.save_restorations else [])
-        return all(p.exists() for p in needed)
-
-    def _check_case(self, case: Case) -> None:
+    def read(self, case: Case) -> tuple[np.ndarray, dict]:
+        """Image (c, z, y, x) and properties of one input case, checked (channels, finite values)."""
         export.check_channels(case, self.plans.channel_names, self.file_ending, PredictionError)
+        return export.read_case(self.reader, case, self.plans.channel_names, PredictionError)
 
-    def _run_case(self, case: Case) -> dict:
-        export.start_case(self._outputs(case.identifier))
-        self._check_case(case)
-        image, props = export.read_case(self.reader, case, self.plans.channel_names, PredictionError)
-        result = self.predict_case(image, props)
-        o = self._outputs(case.identifier)
-        export.write_map_and_mask(self.reader, result["map"], props, o, self.voxel_threshold)
-        if "restoration" in result:
-            self.reader.write(result["restoration"][:1].astype(np.float32), o["restoration"], props)
-        record = export.case_record(case, result["map"], result["score"], self.voxel_threshold, self.case_threshold,
-                                    result["seconds"])
-        save_json(record, o["record"])
-        return record
+    @property
+    def writes_restoration(self) -> bool:
+        return self.s.save_restorations
 
-    def _prediction_json(self) -> dict:
+    def prediction_json(self) -> dict:
         return {"model_folder": str(self.model_folder), "method": self.s.method, "configuration": self.config_name,
                 "plans_name": self.s.plans_name, "folds": [f.fold for f in self.folds], "checkpoint": self.s.checkpoint,
                 "fpr": self.s.fpr, "voxel_threshold": self.voxel_threshold, "case_threshold": self.case_threshold,
                 "voxel_thresholds_per_fold": {f.fold: f.calibration["voxel_thresholds"] for f in self.folds},
                 "postprocessing_per_fold": {f.fold: f.postprocessing.to_dict() for f in self.folds},
                 "step_size": self.step_size, "precision": self.precision, "device": str(self.device),
+                "run_settings": self.run_settings.to_dict(),
                 "uadnet_version": self.plans.uadnet_version, "settings": {k: str(v) for k, v in
                                                                            asdict(self.s).items()}}
 
-    def _write_scores_csv(self, cases: list[str]) -> int:
-        """``scores.csv`` from the records of the input folder's finished cases (all shards); returns the row
-        count. Records of cases no longer in the input folder are left out."""
-        return export.write_scores_csv(self.s.output_folder, cases)
-
     def predict_folder(self) -> int:
         """Predict every case of the input folder (this shard); returns 0, or 1 if any case failed."""
+        run = export.FolderRun(self.s.input_folder, self.s.output_folder, self.s.num_parts, self.s.part_id,
+                               self.s.continue_prediction, self.s.progress_bar, "predicting")
         return export.run_folder(
-            self.s.input_folder, self.s.output_folder, self.file_ending, self._run_case, self._prediction_json,
-            self._finished, num_parts=self.s.num_parts, part_id=self.s.part_id,
-            continue_prediction=self.s.continue_prediction, progress_bar=self.s.progress_bar, desc="predicting",
-            fatal=(torch.cuda.OutOfMemoryError,), error=PredictionError,
+            self, run, fatal=(torch.cuda.OutOfMemoryError,), error=PredictionError,
             summary=lambda out: f"maps, masks (threshold {self.voxel_threshold:.4g} at {self.s.fpr:g} false-positive "
                                 f"rate on healthy validation data) in {out}")

@@ -33,6 +33,7 @@ from uadnet import paths
 from uadnet.methods import build_method
 from uadnet.plans import FINGERPRINT_FILE, SPLITS_FILE, Plans
 from uadnet.postprocessing.postprocessing import POSTPROCESSING_FILE
+from uadnet.run_settings import resolve_run_settings
 from uadnet.scoring.calibration import CALIBRATION_FILE
 from uadnet.training.dataloading import PreprocessedDataset, make_training_pipeline
 from uadnet.training.distributed import init_distributed, shutdown_distributed
@@ -42,7 +43,7 @@ from uadnet.training.progress import TrainingLog, empty_history, plot_progress
 from uadnet.training.validation import make_validation_set, postprocess_and_calibrate, validation_ap
 from uadnet.utilities import checkpoints as ckpt
 from uadnet.utilities.file_io import load_json, save_json
-from uadnet.utilities.torch_utils import autocast, resolve_device
+from uadnet.utilities.torch_utils import autocast
 
 TIMING_ITERATIONS = 20  # a time budget is turned into an iteration count after this many timed iterations
 
@@ -108,18 +109,18 @@ class Trainer:
         self.train_ids, self.val_ids = self._split(settings.fold)
         self.folder = output_folder(self.dataset_name, settings.method, settings.plans_name, self.config_name,
                                     settings.fold)
-        tp = self.cfg.training
-        self.total = self._requested_iterations()
-        self.budget_minutes = settings.time_budget_minutes
-        if self.budget_minutes is None and settings.iterations is None and settings.epochs is None:
-            self.budget_minutes = tp.time_budget_minutes
-        self.warmup = min(tp.warmup_iterations, self.total // 5)
-        self.validation_every = settings.validation_every or tp.validation_every
-        self.checkpoint_every = settings.checkpoint_every or tp.checkpoint_every
-        self.precision = settings.precision or self.plans.compute.precision
-        self.compile = self.plans.compute.compile if settings.compile is None else settings.compile
-        self.num_workers = tp.num_workers if settings.num_workers is None else settings.num_workers
-        self.device = resolve_device(settings.device, self.plans.compute.device)
+        self.run_settings = resolve_run_settings(self.plans, self.config_name, {
+            "device": settings.device, "precision": settings.precision, "compile": settings.compile,
+            "iterations": settings.iterations, "epochs": settings.epochs,
+            "time_budget_minutes": settings.time_budget_minutes, "validation_every": settings.validation_every,
+            "checkpoint_every": settings.checkpoint_every, "num_workers": settings.num_workers})
+        run = self.run_settings
+        self.total = int(run["iterations"])
+        self.budget_minutes = run["time_budget_minutes"]
+        self.warmup = min(self.cfg.training.warmup_iterations, self.total // 5)
+        self.validation_every, self.checkpoint_every = run["validation_every"], run["checkpoint_every"]
+        self.precision, self.compile, self.num_workers = run["precision"], run["compile"], run["num_workers"]
+        self.device = run.device
 
     # ----------------------------------------------------------------------------------------------- setup
     def _split(self, fold: int | str) -> tuple[list[str], list[str]]:
@@ -134,24 +135,11 @@ class Trainer:
             raise ValueError(f"fold must be 0..{len(splits) - 1} or 'all' ({splits_file} has {len(splits)} folds)")
         return list(splits[fold]["train"]), list(splits[fold]["val"])
 
-    def _requested_iterations(self) -> int:
-        if self.s.iterations is not None and self.s.epochs is not None:
-            raise ValueError("give --iterations or --epochs, not both")
-        if self.s.iterations is not None:
-            n = self.s.iterations
-        elif self.s.epochs is not None:
-            n = self.s.epochs * (self.s.validation_every or self.cfg.training.validation_every)
-        else:
-            n = self.cfg.training.iterations
-        if n < 1:
-            raise ValueError(f"the number of iterations must be at least 1, got {n}")
-        return int(n)
-
     def _meta(self) -> dict[str, Any]:
         return {"dataset": self.dataset_name, "method": self.s.method, "configuration": self.config_name,
                 "plans_name": self.s.plans_name, "fold": str(self.s.fold), "seed": self.s.seed,
                 "precision": self.precision, "world_size": self.ctx.world_size, "uadnet_version":
-                self.plans.uadnet_version}
+                self.plans.uadnet_version, "run_settings": self.run_settings.to_dict()}
 
     # ------------------------------------------------------------------------------------------- state I/O
     def _state(self, iteration: int) -> dict[str, Any]:
@@ -190,8 +178,7 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         self.total, self.warmup = int(state["total_iterations"]), int(state["warmup_iterations"])
         done = int(state["iteration"])
-        explicit = self.s.iterations is not None or self.s.epochs is not None
-        asked = self._requested_iterations() if explicit else self.total
+        asked = int(self.run_settings["iterations"]) if self.run_settings.overridden("iterations") else self.total
         if asked < done:
             raise ValueError(f"--iterations {asked} with --c: {self.folder} has already trained {done} iterations; "
                              "ask for more to extend the run, or delete the folder to start again")
@@ -310,6 +297,9 @@ class Trainer:
         self._build()
         start = self._resume() if self.s.continue_training else 0
         self.iteration = start
+        self.log(self.run_settings.describe())
+        if self.ctx.is_main:
+            print(self.run_settings.describe())
         if start == 0:
             self.log(f"training {self._title()} for {self.total} iterations on {self.device} ({self.precision}, "
                      f"{self.ctx.world_size} process(es)); {len(self.train_ids)} training, {len(self.val_ids)} "

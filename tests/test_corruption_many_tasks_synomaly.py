@@ -18,7 +18,7 @@ from uadnet.corruption.many_tasks import (
 )
 from uadnet.corruption.poisson import discrete_laplacian, poisson_blend
 from uadnet.corruption.synomaly_noise import SynomalyNoise, _sample, synomaly_noise
-from uadnet.plans import ImageConditionedPlan, SizeLaw, SynomalyPlan
+from uadnet.plans import ImageConditionedPlan, SizeLaw, SynomalyPlan, ValidationPlan
 
 
 def _ball(shape: tuple[int, ...], radius: float = 0.8) -> np.ndarray:
@@ -143,11 +143,11 @@ def test_many_tasks_foreign_image_is_used():
 
 def test_many_tasks_from_plans_and_errors():
     ic = ImageConditionedPlan()
-    plans = SimpleNamespace(methods=SimpleNamespace(image_conditioned=ic),
+    plans = SimpleNamespace(methods=SimpleNamespace(image_conditioned=ic), validation=ValidationPlan(),
                             corruption=SimpleNamespace(relative_size_law=SizeLaw(maximum=0.5), max_anomalies=2,
                                                        clean_fraction=0.1))
     train, val = ManyTasks.from_plans(plans), ManyTasks.from_plans(plans, split="validation")
-    assert train.tasks == ic.train_tasks and val.tasks == ic.validation_tasks
+    assert train.tasks == ic.train_tasks and val.tasks == ValidationPlan().tasks
     assert len(train.tasks) == 3 and len(val.tasks) == 2 and not set(train.tasks) & set(val.tasks)
     assert train.max_anomalies == 2 and train.clean_fraction == 0.1 and train.size_law.maximum == 0.5
     with pytest.raises(ValueError, match="choose from"):

@@ -140,11 +140,8 @@ def test_validation_works_with_every_corruption_family(preprocessed, family):
     from uadnet.training.validation import make_validation_set
 
     folder, plans = preprocessed
-    cfg = plans.configuration("2d")
-    training = dataclasses.replace(cfg.training, validation_corruption=family)
-    plans = dataclasses.replace(plans, configurations={**plans.configurations,
-                                                       "2d": dataclasses.replace(cfg, training=training)})
-    cases = make_validation_set(folder, plans, "2d", CASES, seed=3)
+    plans = dataclasses.replace(plans, validation=dataclasses.replace(plans.validation, corruption=family, seed=3))
+    cases = make_validation_set(folder, plans, "2d", CASES)
     assert [c.key for c in cases] == CASES
     for c in cases:
         assert c.corrupted.shape == c.healthy.shape and c.anomaly.shape == c.foreground.shape

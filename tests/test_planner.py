@@ -72,11 +72,11 @@ def test_isotropic_brain_gets_2d_and_3d_and_reference_corruption_sizes():
     for cfg in plans.configurations.values():
         check_topology(cfg)
     # the reference 10-44 mm scales with a ~140 mm brain extent, drawn uniformly; validation anomalies follow the
-    # training size law (validation_size_law null)
+    # training size law (validation.size_law null)
     lo, hi = plans.corruption.shape_size_mm
     assert 8.5 < lo < 10.5 and 38 < hi < 44
     assert plans.corruption.size_distribution == "uniform"
-    assert plans.configurations["2d"].training.validation_size_law is None
+    assert plans.validation.size_law is None
     # CPU: a 2D slice larger than 128^2 keeps its native in-plane spacing (small lesions survive); the patch tiles it
     cfg2d = plans.configurations["2d"]
     assert cfg2d.spacing[1:] == [1.0, 1.0] and np.prod(cfg2d.patch_size) <= 128 * 128

@@ -8,7 +8,7 @@ import pytest
 
 from uadnet.corruption.many_tasks import ManyTasks, sample_sizes
 from uadnet.corruption.shapes import random_shape
-from uadnet.plans import SizeLaw
+from uadnet.plans import Plans, SizeLaw
 
 
 def _extents(distribution: str, n: int = 300) -> np.ndarray:
@@ -46,7 +46,8 @@ def test_size_law_log_uniform_bounds_and_spread():
 
 
 def test_validation_anomalies_follow_the_validation_size_law(uadnet_env):
-    """make_validation_set sizes the many-tasks validation anomalies with training.validation_size_law."""
+    """make_validation_set sizes the many-tasks validation anomalies with validation.size_law, draws them with
+    validation.seed (another seed: other anomalies), and plans written before the validation section migrate."""
     from tests.synthetic import make_dataset
     from uadnet.planning.hardware import HardwareInfo
     from uadnet.planning.plan_and_preprocess import plan_and_preprocess_dataset
@@ -59,12 +60,25 @@ def test_validation_anomalies_follow_the_validation_size_law(uadnet_env):
     ids = ["case_000", "case_001", "case_002", "case_003"]
     sizes = {}
     for name, maximum in (("tiny", 0.1), ("large", 0.6)):
-        plans.configuration("2d").training.validation_size_law = SizeLaw(minimum=0.05, maximum=maximum,
-                                                                          distribution="log_uniform")
-        cases = make_validation_set(pre / "Dataset001_3d_iso", plans, "2d", ids, seed=1)
+        plans.validation.size_law = SizeLaw(minimum=0.05, maximum=maximum, distribution="log_uniform")
+        cases = make_validation_set(pre / "Dataset001_3d_iso", plans, "2d", ids)
         sizes[name] = np.mean([c.anomaly.sum() for c in cases])
     assert 0 < sizes["tiny"] * 10 < sizes["large"]
     assert isinstance(ManyTasks.from_plans(plans, "validation").size_law, SizeLaw)
+    again = make_validation_set(pre / "Dataset001_3d_iso", plans, "2d", ids)
+    assert all(np.array_equal(a.corrupted, b.corrupted) for a, b in zip(cases, again))
+    plans.validation.seed = 1
+    other = make_validation_set(pre / "Dataset001_3d_iso", plans, "2d", ids)
+    assert not all(np.array_equal(a.anomaly, b.anomaly) for a, b in zip(cases, other))
+    # an older plans file: validation settings under training and image_conditioned
+    old = plans.to_dict()
+    validation = old.pop("validation")
+    for cfg in old["configurations"].values():
+        cfg["training"].update(validation_corruption="many_tasks_validation", validation_max_cases=3,
+                               validation_size_law=validation["size_law"])
+    old["methods"]["image_conditioned"]["validation_tasks"] = ["foreign_patch"]
+    migrated = Plans.from_dict(old).validation
+    assert (migrated.max_cases, migrated.tasks, migrated.size_law) == (3, ["foreign_patch"], plans.validation.size_law)
 
 
 def test_dag_reference_bias_classes_condition_on_the_applied_change():

@@ -9,6 +9,7 @@ See ``documentation/plans.md`` for every field.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import types
@@ -90,10 +91,8 @@ class SizeLaw:
 @dataclass
 class TrainingPlan:
     """Optimisation. Training stops at ``iterations`` or after ``time_budget_minutes`` (if set). Every
-    ``validation_every`` iterations (one "epoch") the EMA model scores up to ``validation_max_cases`` held-out
-    healthy cases carrying seeded ``validation_corruption`` anomalies (pixel AP picks ``checkpoint_best.pth``; the
-    same anomalies choose the postprocessing). ``validation_size_law``: the sizes of the "many tasks" validation
-    anomalies (null: ``corruption.relative_size_law``, the training law)."""
+    ``validation_every`` iterations (one "epoch") the EMA model is validated as ``plans.validation`` says (pixel AP
+    picks ``checkpoint_best.pth``)."""
 
     iterations: int
     time_budget_minutes: float | None
@@ -108,9 +107,20 @@ class TrainingPlan:
     validation_every: int = 250
     checkpoint_every: int = 250
     num_workers: int = 2
-    validation_corruption: str = "many_tasks_validation"
-    validation_max_cases: int = 8
-    validation_size_law: SizeLaw | None = None
+
+
+@dataclass
+class ValidationPlan:
+    """Validation, postprocessing choice and calibration: up to ``max_cases`` of a fold's held-out healthy cases,
+    each also with synthetic anomalies of the corruption family ``corruption`` (default the "many tasks" fold of
+    ``tasks``, which no method trains on), drawn once with ``seed``. ``size_law``: the sizes of "many tasks"
+    anomalies (null: ``corruption.relative_size_law``, the training law)."""
+
+    corruption: str = "many_tasks_validation"
+    tasks: list[str] = field(default_factory=lambda: ["fractal_intensity", "foreign_patch"])
+    max_cases: int = 8
+    size_law: SizeLaw | None = None
+    seed: int = 0
 
 
 @dataclass
@@ -123,7 +133,7 @@ class InferencePlan:
     step_size: float = 0.5
     gaussian_sigma_scale: float = 0.125
     batch_size: int = 4
-    residual_normalisation_quantile: float | None = 0.95
+    residual_normalisation_quantile: float | None = 0.99
 
 
 @dataclass
@@ -194,7 +204,7 @@ class ColdMultistepPlan:
 @dataclass
 class ImageConditionedPlan:
     """``image_conditioned`` (Baugh et al.): ε-UNet on ``[x_t, x_c]`` (2·C channels), trained on the "many tasks"
-    corruption (``train_tasks``; ``validation_tasks`` held out) with min-SNR-γ weighting and offset noise. At test
+    corruption (``train_tasks``; ``plans.validation.tasks`` are held out) with min-SNR-γ weighting and offset noise. At test
     time ``sampling_steps`` DDIM steps (``eta`` 0 deterministic, 1 ancestral) from pure noise conditioned on the
     test image; ``score`` ``mae`` (|x − x̂|) or ``ssim`` (1 − local SSIM, Gaussian window σ 1.5 voxels). Images
     are mapped from [0, 1] to the DDPM's [−1, 1] inside the method. ``loss``: ``mse`` on ε (or ``l1``)."""
@@ -211,7 +221,6 @@ class ImageConditionedPlan:
     loss: str = "mse"
     score: str = "mae"
     train_tasks: list[str] = field(default_factory=lambda: ["poisson_blend", "sink", "source"])
-    validation_tasks: list[str] = field(default_factory=lambda: ["fractal_intensity", "foreign_patch"])
 
 
 @dataclass
@@ -291,6 +300,7 @@ class Plans:
     default_configuration: str
     corruption: CorruptionPlan
     methods: MethodsPlan = field(default_factory=MethodsPlan)
+    validation: ValidationPlan = field(default_factory=ValidationPlan)
     compute: ComputePlan = field(default_factory=ComputePlan)
     uadnet_version: str = "0.1.0"
 
@@ -308,7 +318,7 @@ class Plans:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Plans:
-        return _from_dict(cls, d, "plans")
+        return _from_dict(cls, _migrate(d), "plans")
 
     def save(self, path: str | os.PathLike) -> None:
         save_json(self.to_dict(), path)
@@ -351,6 +361,30 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     if tp in (int, bool, str) and not (type(value) is tp):
         raise PlansError(f"'{where}' must be of type {tp.__name__}, got {value!r}")
     return value
+
+
+_MOVED_TO_VALIDATION = {"validation_corruption": "corruption", "validation_max_cases": "max_cases",
+                        "validation_size_law": "size_law"}
+
+
+def _migrate(d: dict[str, Any]) -> dict[str, Any]:
+    """Plans written before the ``validation`` section: its settings move there from ``configurations.*.training``
+    and ``methods.image_conditioned.validation_tasks`` (the first configuration's value wins)."""
+    if not isinstance(d, dict) or "validation" in d:
+        return d
+    d = copy.deepcopy(d)
+    validation: dict[str, Any] = {}
+    for cfg in (d.get("configurations") or {}).values():
+        training = cfg.get("training") if isinstance(cfg, dict) else None
+        for old, new in _MOVED_TO_VALIDATION.items():
+            if isinstance(training, dict) and old in training:
+                validation.setdefault(new, training.pop(old))
+    ic = (d.get("methods") or {}).get("image_conditioned")
+    if isinstance(ic, dict) and "validation_tasks" in ic:
+        validation["tasks"] = ic.pop("validation_tasks")
+    if validation:
+        d["validation"] = validation
+    return d
 
 
 def section_from_dict(cls: Any, d: dict[str, Any], where: str) -> Any:

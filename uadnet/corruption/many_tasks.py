@@ -316,11 +316,11 @@ class ManyTasks:
 
     @classmethod
     def from_plans(cls, plans: Plans, split: str = "train") -> ManyTasks:
-        """Tasks of the fold's ``split`` (``"train"`` or ``"validation"``) from ``plans.methods.image_conditioned``."""
-        ic = plans.methods.image_conditioned
+        """Tasks of ``split``: ``"train"`` (``plans.methods.image_conditioned.train_tasks``) or ``"validation"``
+        (``plans.validation.tasks``, held out from training)."""
         if split not in ("train", "validation"):
             raise ValueError(f"split must be 'train' or 'validation', not {split!r}")
-        tasks = ic.train_tasks if split == "train" else ic.validation_tasks
+        tasks = plans.methods.image_conditioned.train_tasks if split == "train" else plans.validation.tasks
         c = plans.corruption
         return cls(list(tasks), c.relative_size_law, c.max_anomalies, c.clean_fraction)
 

@@ -29,9 +29,9 @@ NOT_DRAWN = frozenset({"none", "synomaly_noise"})
 
 
 class ManyTasksValidation(ManyTasks):
-    """The held-out "many tasks" fold (fractal intensity, foreign patch) with no clean samples: the synthetic
-    anomalies the trainer validates every method on (tasks no method trains on). The trainer sizes them with the
-    configuration's ``training.validation_size_law`` when the plans set one (``make_validation_set``)."""
+    """The held-out "many tasks" fold (``plans.validation.tasks``, default fractal intensity and foreign patch) with
+    no clean samples: the synthetic anomalies the trainer validates every method on (tasks no method trains on).
+    The trainer sizes them with ``plans.validation.size_law`` when the plans set one (``make_validation_set``)."""
 
     @classmethod
     def from_plans(cls, plans: Plans) -> ManyTasks:  # type: ignore[override]

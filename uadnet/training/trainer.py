@@ -305,8 +305,7 @@ class Trainer:
                      f"{self.ctx.world_size} process(es)); {len(self.train_ids)} training, {len(self.val_ids)} "
                      f"validation cases; settings {asdict(self.s)}")
         if self.ctx.is_main and (self.s.validate or self.s.calibrate):
-            self.validation_cases = make_validation_set(self.pre_folder, self.plans, self.config_name, self.val_ids,
-                                                        seed=self.s.seed)
+            self.validation_cases = make_validation_set(self.pre_folder, self.plans, self.config_name, self.val_ids)
         if self.ctx.is_main and set(self.train_ids) & set(self.val_ids) and (self.s.validate or self.s.calibrate):
             which = "fold 'all'" if self.s.fold == "all" else f"fold {self.s.fold} (too few cases for a split)"
             message = (f"{which} validates and calibrates on its own training cases: validation AP is optimistic "

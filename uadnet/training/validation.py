@@ -38,18 +38,19 @@ class ValidationCase:
 
 
 def make_validation_set(preprocessed_dataset_folder: str | os.PathLike, plans: Plans, configuration: str | None,
-                        case_ids: Sequence[str], seed: int = 0) -> list[ValidationCase]:
-    """Up to ``training.validation_max_cases`` of ``case_ids`` (evenly spread over the sorted list), each with
-    anomalies of ``training.validation_corruption`` (a "many tasks" family sized by ``training.validation_size_law``
-    when set); the foreign image of case i is case i + 1."""
-    cfg = plans.configuration(configuration)
+                        case_ids: Sequence[str]) -> list[ValidationCase]:
+    """Up to ``validation.max_cases`` of ``case_ids`` (evenly spread over the sorted list), each with anomalies of
+    ``validation.corruption`` (a "many tasks" family sized by ``validation.size_law`` when set) drawn with
+    ``validation.seed``; the foreign image of case i is case i + 1."""
+    cfg, vp = plans.configuration(configuration), plans.validation
+    seed = vp.seed
     ids = sorted(case_ids)
-    n = min(len(ids), max(1, cfg.training.validation_max_cases))
+    n = min(len(ids), max(1, vp.max_cases))
     ids = [ids[i] for i in np.linspace(0, len(ids) - 1, n).round().astype(int)]
     dataset = PreprocessedDataset(Path(preprocessed_dataset_folder) / cfg.data_identifier, ids)
-    corruption = build_corruption(cfg.training.validation_corruption, plans)
-    if cfg.training.validation_size_law is not None and hasattr(corruption, "size_law"):
-        corruption.size_law = cfg.training.validation_size_law
+    corruption = build_corruption(vp.corruption, plans)
+    if vp.size_law is not None and hasattr(corruption, "size_law"):
+        corruption.size_law = vp.size_law
     loaded = [tuple(np.array(a) for a in dataset.load(c)) for c in ids]
     cases = []
     for i, (case, (image, fg)) in enumerate(zip(ids, loaded)):

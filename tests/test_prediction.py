@@ -99,6 +99,16 @@ def test_sharded_prediction_equals_unsharded_and_folds_are_ensembled(paths_env, 
         b = sitk.GetArrayFromImage(sitk.ReadImage(str(parts / f"{case}.nii.gz")))
         np.testing.assert_array_equal(a, b)
     assert json.loads((whole / "prediction.json").read_text(encoding="utf-8"))["folds"] == ["0", "1"]
+    # the pipelined loop (loading ahead, exporting behind: the default on a GPU) writes exactly the same
+    from uadnet.inference.folder_runner import FolderRun, run_folder
+    from uadnet.inference.predictor import PredictionSettings
+
+    piped = tmp_path / "piped"
+    predictor = Predictor(PredictionSettings(inp, piped, 1, progress_bar=False))
+    assert run_folder(predictor, FolderRun(inp, piped, progress_bar=False, prefetch=2)) == 0
+    for case in ("test_000", "test_001", "test_002", "test_003"):
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(piped / f"{case}.nii.gz"))),
+                                      sitk.GetArrayFromImage(sitk.ReadImage(str(whole / f"{case}.nii.gz"))))
     single = tmp_path / "fold0"
     assert predict_main(["-i", str(inp), "-o", str(single), "-d", "1", "-f", "0", *QUIET]) == 0
     f0 = sitk.GetArrayFromImage(sitk.ReadImage(str(single / "test_000.nii.gz")))
@@ -107,18 +117,18 @@ def test_sharded_prediction_equals_unsharded_and_folds_are_ensembled(paths_env, 
 
 def test_continue_prediction_after_a_kill_finishes_the_rest(paths_env, tmp_path, monkeypatch):
     inp, out = _raw(paths_env, 1, "3d_iso") / "imagesTs", tmp_path / "out"
-    original, calls = Predictor.score_case, []
+    original, calls = Predictor.score_prepared, []
 
-    def dies_on_third(self, image, properties):
-        calls.append(image.shape)
+    def dies_on_third(self, prepared):
+        calls.append(1)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return original(self, image, properties)
+        return original(self, prepared)
 
-    monkeypatch.setattr(Predictor, "score_case", dies_on_third)
+    monkeypatch.setattr(Predictor, "score_prepared", dies_on_third)
     with pytest.raises(KeyboardInterrupt):
         predict_main(["-i", str(inp), "-o", str(out), "-d", "1", "-f", "0", *QUIET])
-    monkeypatch.setattr(Predictor, "score_case", original)
+    monkeypatch.setattr(Predictor, "score_prepared", original)
     first = (out / "test_000.nii.gz").stat().st_mtime_ns
     assert not (out / "test_002.nii.gz").exists()
     assert predict_main(["-i", str(inp), "-o", str(out), "-d", "1", "-f", "0", "--continue_prediction", *QUIET]) == 0

@@ -30,6 +30,7 @@ from uadnet.baselines.common import (
 from uadnet.dataset.raw_dataset import Case, RawDataset
 from uadnet.imageio import reader_writer_class
 from uadnet.inference import export
+from uadnet.inference.folder_runner import FolderRun, run_folder
 from uadnet.plans import SPLITS_FILE, Plans
 from uadnet.scoring.calibration import FALSE_POSITIVE_RATES
 
@@ -198,9 +199,9 @@ class BaselineRunner:
                                    {"dataset": self.dataset_name, "reference_cases": list(self.train_ids),
                                     "channel_names": self.channel_names, "axes": "c, z, y, x (input grid)",
                                     "units": "normalised intensity (plans' low → 0, high → 1)"})
-        run = export.FolderRun(self.s.input_folder, self.s.output_folder, self.s.num_parts, self.s.part_id,
-                               self.s.continue_prediction, self.s.progress_bar, f"{self.s.baseline} baseline")
-        return export.run_folder(
+        run = FolderRun(self.s.input_folder, self.s.output_folder, self.s.num_parts, self.s.part_id,
+                        self.s.continue_prediction, self.s.progress_bar, f"{self.s.baseline} baseline")
+        return run_folder(
             self, run, error=BaselineError,
             summary=lambda o: f"maps, masks (threshold {self.voxel_threshold:.4g} at {self.s.fpr:g} false-positive "
                               f"rate on healthy validation data) in {o}")

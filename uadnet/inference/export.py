@@ -11,19 +11,16 @@ from __future__ import annotations
 import glob
 import os
 import re
-import traceback
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
-from uadnet.dataset.raw_dataset import Case, channel_files_problem, check_read_channels, list_cases
+from uadnet.dataset.raw_dataset import Case, channel_files_problem, check_read_channels
 from uadnet.imageio import BaseReaderWriter, ImageReadError, require_finite
-from uadnet.utilities.file_io import atomic_path, load_json, save_json
+from uadnet.utilities.file_io import atomic_path, load_json
 
 PER_CASE = "per_case"
 SCORES_FILE = "scores.csv"
@@ -132,109 +129,3 @@ def write_scores_csv(output_folder: Path, cases: Sequence[str]) -> int:
     with atomic_path(Path(output_folder) / SCORES_FILE, ".csv") as tmp:
         table.to_csv(tmp, index=False, lineterminator="\n", encoding="utf-8")
     return len(records)
-
-
-class CaseScorer(Protocol):
-    """What :func:`run_folder` needs from a predictor or a baseline: how to read a case and score it, its
-    thresholds and where its outputs go."""
-
-    reader: BaseReaderWriter
-    file_ending: str  # of the input images
-    output_ending: str  # of the maps and masks
-    voxel_threshold: float
-    case_threshold: float
-    writes_restoration: bool  # its results hold "restoration" (c, z, y, x), written as <case>_restoration_0000
-
-    def read(self, case: Case) -> tuple[np.ndarray, dict[str, Any]]:
-        """The case's image (c, z, y, x) and properties; a clear error naming the file if it cannot be used."""
-
-    def score_case(self, image: np.ndarray, properties: dict[str, Any]) -> dict[str, Any]:
-        """``map`` (z, y, x) on the input grid, case ``score``, ``seconds`` (dict), optionally ``restoration``."""
-
-    def prediction_json(self) -> dict[str, Any]:
-        """The folder's ``prediction.json`` (at least ``voxel_threshold`` and ``case_threshold``)."""
-
-
-@dataclass
-class FolderRun:
-    """Which cases of which folder, and how: ``num_parts``/``part_id`` shard the sorted cases;
-    ``continue_prediction`` skips finished ones."""
-
-    input_folder: Path
-    output_folder: Path
-    num_parts: int = 1
-    part_id: int = 0
-    continue_prediction: bool = False
-    progress_bar: bool = True
-    desc: str = "predicting"
-
-
-def is_finished(scorer: CaseScorer, output_folder: Path, case: str) -> bool:
-    """All outputs of ``case`` exist (the record is written last)."""
-    o = case_outputs(output_folder, case, scorer.output_ending)
-    needed = ["map", "mask", "record"] + (["restoration"] if scorer.writes_restoration else [])
-    return all(o[k].exists() for k in needed)
-
-
-def run_case(scorer: CaseScorer, output_folder: Path, case: Case) -> dict[str, Any]:
-    """Score one case and write its outputs (record last); returns the record."""
-    o = case_outputs(output_folder, case.identifier, scorer.output_ending)
-    start_case(o)
-    image, props = scorer.read(case)
-    result = scorer.score_case(image, props)
-    write_map_and_mask(scorer.reader, result["map"], props, o, scorer.voxel_threshold)
-    if "restoration" in result:
-        scorer.reader.write(result["restoration"][:1].astype(np.float32), o["restoration"], props)
-    record = case_record(case, result["map"], result["score"], scorer.voxel_threshold, scorer.case_threshold,
-                         result["seconds"])
-    save_json(record, o["record"])
-    return record
-
-
-def run_folder(scorer: CaseScorer, run: FolderRun, *, fatal: tuple[type[BaseException], ...] = (),
-               error: type[Exception] = ValueError, summary: Callable[[Path], str] | None = None) -> int:
-    """Score every case of the input folder (this shard) with ``scorer``: the loop of ``uadnet_predict`` and
-    ``uadnet_baseline``.
-
-    Checks the folders, writes ``prediction.json``, skips finished cases with ``continue_prediction``, reports a
-    failing case as ``FAILED case: why`` and goes on (exceptions in ``fatal`` and ``KeyboardInterrupt`` stop the
-    run), then writes ``scores.csv`` over all cases of the input folder and prints ``summary(output_folder)``.
-    Returns 0, or 1 if any case failed.
-    """
-    inp, out = check_folders(run.input_folder, run.output_folder, error)
-    if run.num_parts < 1:
-        raise error(f"--num_parts must be at least 1, got {run.num_parts}")
-    if not 0 <= run.part_id < run.num_parts:
-        raise error(f"--part_id must be in 0..{run.num_parts - 1}, got {run.part_id}")
-    file_ending = scorer.file_ending
-    listing = list_cases(inp, file_ending)
-    failures = [(p.name, f"file name does not follow <case>_<channel 0000>{file_ending}") for p in listing.unmatched]
-    if not listing.cases and not failures:
-        raise error(f"no {file_ending} images named <case>_0000{file_ending} in {inp}")
-    if collisions := output_name_collisions(list(listing.cases)):
-        raise error("case names whose outputs would overwrite each other: " + "; ".join(collisions)
-                    + ". Rename one case of each pair (nothing was written).")
-    cases = sorted(listing.cases)[run.part_id::run.num_parts]
-    if not cases and not failures:
-        raise error(f"part {run.part_id} of {run.num_parts} holds no case: {inp} has only {len(listing.cases)} "
-                    f"case(s); use at most --num_parts {len(listing.cases)}")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / PER_CASE).mkdir(exist_ok=True)
-    save_json(scorer.prediction_json(), out / PREDICTION_FILE)
-    todo = [c for c in cases if not (run.continue_prediction and is_finished(scorer, out, c))]
-    if len(todo) < len(cases):
-        print(f"{len(cases) - len(todo)} case(s) already predicted, {len(todo)} to go")
-    for name in tqdm(todo, desc=run.desc, unit="case", disable=not run.progress_bar):
-        try:
-            run_case(scorer, out, listing.cases[name])
-        except fatal:
-            raise
-        except Exception as e:  # noqa: BLE001 - a bad case is reported and skipped; the others are still written
-            failures.append((name, f"{type(e).__name__}: {e}"))
-            if os.environ.get("UADNET_DEBUG"):
-                traceback.print_exc()
-    n = write_scores_csv(out, list(listing.cases))
-    print(f"{n} case(s) in {out / SCORES_FILE}" + (f"; {summary(out)}" if summary is not None else ""))
-    for name, why in failures:
-        print(f"FAILED {name}: {why}")
-    return 1 if failures else 0

@@ -21,11 +21,12 @@ from uadnet import paths
 from uadnet.dataset.raw_dataset import Case
 from uadnet.imageio import reader_writer_class
 from uadnet.inference import export
+from uadnet.inference.folder_runner import FolderRun, run_folder
 from uadnet.inference.model_loading import TrainedFold, available_folds, load_fold, load_plans_and_dataset_json
 from uadnet.methods import build_method
 from uadnet.plans import PLANS_FILE
 from uadnet.postprocessing import apply_postprocessing
-from uadnet.preprocessing.preprocessor import preprocess_case, revert_preprocessing
+from uadnet.preprocessing.preprocessor import PreprocessedCase, preprocess_case, revert_preprocessing
 from uadnet.run_settings import resolve_run_settings
 from uadnet.scoring.calibration import case_score, case_score_as_calibrated
 from uadnet.scoring.scorers import score_volume
@@ -135,8 +136,17 @@ class Predictor:
         """Score one case read by the dataset's reader (``image`` (c, z, y, x)). Returns ``map`` (z, y, x) and
         ``restoration`` (c, z, y, x, in the input's intensity units) on the input grid, ``score`` (case score, on
         the preprocessed grid like the calibration) and timings (s)."""
+        return self.score_prepared(self.prepare(image, properties))
+
+    def prepare(self, image: np.ndarray, properties: dict) -> tuple[PreprocessedCase, float]:
+        """Preprocessing of one case (the part of :meth:`score_case` the folder runner does ahead, in its loader
+        thread): ``(preprocessed case, seconds)``."""
         t0 = time.perf_counter()
-        pre = preprocess_case(image, properties, self.plans, self.config_name)
+        return preprocess_case(image, properties, self.plans, self.config_name), time.perf_counter() - t0
+
+    def score_prepared(self, prepared: tuple[PreprocessedCase, float]) -> dict:
+        """The network part of :meth:`score_case`, for a case from :meth:`prepare`."""
+        pre, preprocessing_seconds = prepared
         t1 = time.perf_counter()
         inf = self.cfg.inference
         step = self.step_size
@@ -156,7 +166,7 @@ class Predictor:
         t2 = time.perf_counter()
         result = {"map": revert_preprocessing(total_score, pre.properties, self.plans, order=1),
                   "score": case_score(total_score, pre.foreground, self.case_top_fraction),
-                  "seconds": {"preprocessing": t1 - t0, "scoring": t2 - t1}}
+                  "seconds": {"preprocessing": preprocessing_seconds, "scoring": t2 - t1}}
         if total_restoration is not None:  # back to the input's intensity units: x · (high − low) + low per channel
             restored = revert_preprocessing(total_restoration / len(self.folds), pre.properties, self.plans, order=1)
             for c, (low, high) in enumerate(pre.properties["normalization_ranges"]):
@@ -188,9 +198,12 @@ class Predictor:
 
     def predict_folder(self) -> int:
         """Predict every case of the input folder (this shard); returns 0, or 1 if any case failed."""
-        run = export.FolderRun(self.s.input_folder, self.s.output_folder, self.s.num_parts, self.s.part_id,
-                               self.s.continue_prediction, self.s.progress_bar, "predicting")
-        return export.run_folder(
+        # on a GPU the CPU stages overlap the network for free; on a CPU they compete with it for the same cores
+        # (measured on 2 cores: no gain, documentation/benchmarks.md), so there the stages run one after the other
+        prefetch = 0 if self.device.type == "cpu" else 2
+        run = FolderRun(self.s.input_folder, self.s.output_folder, self.s.num_parts, self.s.part_id,
+                        self.s.continue_prediction, self.s.progress_bar, "predicting", prefetch)
+        return run_folder(
             self, run, fatal=(torch.cuda.OutOfMemoryError,), error=PredictionError,
             summary=lambda out: f"maps, masks (threshold {self.voxel_threshold:.4g} at {self.s.fpr:g} false-positive "
                                 f"rate on healthy validation data) in {out}")

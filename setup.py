@@ -23,8 +23,9 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={
-        "test": ["pytest>=7", "ruff>=0.4", "nilearn>=0.10"],
+        "test": ["pytest>=7", "ruff>=0.4", "nilearn>=0.10", "onnxruntime>=1.17", "onnx>=1.15"],
         "demo": ["nilearn>=0.10"],
+        "deploy": ["onnxruntime>=1.17", "onnx>=1.15"],
     },
     entry_points={
         "console_scripts": [

@@ -190,3 +190,44 @@ def test_end_to_end_an_inserted_bright_lesion_is_found(paths_env, tmp_path):
         lesion = sitk.GetArrayFromImage(sitk.ReadImage(str(labels / f"{case}.nii.gz"))) > 0
         brain = sitk.GetArrayFromImage(sitk.ReadImage(str(inp / f"{case}_0000.nii.gz"))) > 0
         assert amap[lesion].mean() > 2 * amap[brain & ~lesion].mean(), case
+
+
+def test_onnxruntime_backend_gives_the_torch_maps(paths_env, tmp_path):
+    """--backend onnxruntime: the fold's restorer is exported once beside its checkpoint, checked against torch, and
+    the fp32 maps agree with torch's within 1e-4; the export is reused by the next run."""
+    pytest.importorskip("onnxruntime")
+    inp = _raw(paths_env, 1, "3d_iso") / "imagesTs"
+    common = ["-i", str(inp), "-d", "1", "-f", "0", "--precision", "fp32", *QUIET]
+    assert predict_main([*common, "-o", str(tmp_path / "torch")]) == 0
+    assert predict_main([*common, "-o", str(tmp_path / "onnx"), "--backend", "onnxruntime"]) == 0
+    fold = paths_env["UADNET_RESULTS"] / "Dataset001_3d_iso" / "cold_ensemble__uadnet_plans__2d" / "fold_0"
+    exports = list(fold.glob("restorer_*.onnx"))
+    assert len(exports) == 1
+    stamp = exports[0].stat().st_mtime_ns
+    for case in ("test_000", "test_001", "test_002", "test_003"):
+        a = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "torch" / f"{case}.nii.gz")))
+        b = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "onnx" / f"{case}.nii.gz")))
+        np.testing.assert_allclose(b, a, atol=1e-4, rtol=0)
+    info = json.loads((tmp_path / "onnx" / "prediction.json").read_text(encoding="utf-8"))
+    assert info["backend_per_fold"] == {"0": "onnxruntime"}
+    assert predict_main([*common, "-o", str(tmp_path / "auto"), "--backend", "auto"]) == 0
+    assert exports[0].stat().st_mtime_ns == stamp  # exported once per checkpoint
+    assert json.loads((tmp_path / "auto" / "prediction.json").read_text())["backend_per_fold"]["0"] in (
+        "torch", "onnxruntime")
+
+
+def test_missing_onnxruntime_names_the_extra(monkeypatch, capsys, tmp_path, paths_env):
+    import sys
+
+    import torch
+
+    from uadnet.inference.backends import BackendError, choose_backend
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(BackendError, match=r"pip install -e \".\[deploy\]\""):
+        choose_backend("onnxruntime", torch.device("cpu"), "fp32")
+    assert choose_backend("auto", torch.device("cpu"), "fp32") == "torch"
+    inp = _raw(paths_env, 1, "3d_iso") / "imagesTs"
+    assert predict_main(["-i", str(inp), "-o", str(tmp_path / "o"), "-d", "1", "--backend", "onnxruntime",
+                         *QUIET]) == 1
+    assert "deploy" in capsys.readouterr().err and not (tmp_path / "o").exists()

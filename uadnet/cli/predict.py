@@ -36,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "device this machine lacks falls back to the best available one, with a warning)")
     p.add_argument("--step_size", type=float, default=None, help="sliding-window step as a fraction of the patch")
     p.add_argument("--precision", choices=["fp32", "bf16"], default=None, help="default: the plans'")
+    p.add_argument("--backend", choices=["torch", "onnxruntime", "auto"], default="torch",
+                   help="runtime of the restorer: torch (default), onnxruntime (CPU, fp32; exported once per "
+                        "checkpoint and checked against torch; needs pip install -e '.[deploy]') or auto (the faster "
+                        "of the two, measured here)")
     p.add_argument("--fpr", type=float, default=0.01,
                    help="false-positive rate of the mask threshold on healthy data: 0.001, 0.01 or 0.05")
     p.add_argument("--disable_progress_bar", action="store_true")
@@ -51,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         method=args.method, plans_name=args.plans, folds=args.folds, checkpoint=args.checkpoint,
         save_restorations=args.save_restorations, num_parts=args.num_parts, part_id=args.part_id,
         continue_prediction=args.continue_prediction, device=args.device, step_size=args.step_size,
-        precision=args.precision, fpr=args.fpr, progress_bar=not args.disable_progress_bar)
+        precision=args.precision, backend=args.backend, fpr=args.fpr, progress_bar=not args.disable_progress_bar)
     try:
         predictor = Predictor(settings)
         print(predictor.run_settings.describe())

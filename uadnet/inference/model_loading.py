@@ -21,7 +21,7 @@ from uadnet.utilities.file_io import load_json
 class TrainedFold:
     fold: str
     folder: Path
-    model: nn.Module
+    model: nn.Module  # or an inference.backends.OnnxRestorer, called alike (uadnet_predict --backend)
     calibration: dict
     postprocessing: Postprocessing
 

@@ -21,6 +21,7 @@ from uadnet import paths
 from uadnet.dataset.raw_dataset import Case
 from uadnet.imageio import reader_writer_class
 from uadnet.inference import export
+from uadnet.inference.backends import BackendError, choose_backend, restorer_for
 from uadnet.inference.folder_runner import FolderRun, run_folder
 from uadnet.inference.model_loading import TrainedFold, available_folds, load_fold, load_plans_and_dataset_json
 from uadnet.methods import build_method
@@ -57,6 +58,7 @@ class PredictionSettings:
     device: str | None = None  # None: the plans' compute.device (auto: the best available)
     step_size: float | None = None
     precision: str | None = None
+    backend: str = "torch"  # torch | onnxruntime | auto (uadnet.inference.backends)
     fpr: float = 0.01
     progress_bar: bool = True
     model_folder: Path | None = None  # overrides dataset/method/plans/configuration lookup
@@ -113,6 +115,7 @@ class Predictor:
             if calibrated.get(name) is not None and calibrated[name] != used:
                 print(f"WARNING: the thresholds were calibrated with {name} {calibrated[name]}, this prediction "
                       f"uses {used}: the stated false-positive rate is approximate")
+        self.backends = self._use_backend(settings.backend, calibrated.get("precision"))
         key = str(settings.fpr)
         for f in self.folds:
             if key not in f.calibration["voxel_thresholds"]:
@@ -130,6 +133,21 @@ class Predictor:
         self.reader = reader_writer_class(self.plans.file_ending, self.plans.image_reader_writer)()
         self.output_ending = self.reader.output_file_ending(self.file_ending)
         self.num_channels = len(self.plans.channel_names)
+
+    def _use_backend(self, name: str, calibrated_precision: str | None) -> dict[str, str]:
+        """Swap each fold's network for the backend's restorer (torch keeps it); returns fold → backend used."""
+        try:
+            name = choose_backend(name, self.device, self.precision)
+            used = {}
+            for f in self.folds:
+                f.model, used[f.fold] = restorer_for(name, f.model, f.folder, self.s.checkpoint, self.cfg.patch_size,
+                                                     4 * self.cfg.inference.batch_size, self.precision)
+        except BackendError as e:
+            raise PredictionError(str(e)) from None
+        if "onnxruntime" in used.values() and calibrated_precision not in (None, "fp32"):
+            print(f"WARNING: the thresholds were calibrated with precision {calibrated_precision}; onnxruntime runs "
+                  "fp32: the stated false-positive rate is approximate")
+        return used
 
     # -------------------------------------------------------------------------------------------- one case
     def score_case(self, image: np.ndarray, properties: dict) -> dict:
@@ -192,7 +210,7 @@ class Predictor:
                 "voxel_thresholds_per_fold": {f.fold: f.calibration["voxel_thresholds"] for f in self.folds},
                 "postprocessing_per_fold": {f.fold: f.postprocessing.to_dict() for f in self.folds},
                 "step_size": self.step_size, "precision": self.precision, "device": str(self.device),
-                "run_settings": self.run_settings.to_dict(),
+                "run_settings": self.run_settings.to_dict(), "backend_per_fold": self.backends,
                 "uadnet_version": self.plans.uadnet_version, "settings": {k: str(v) for k, v in
                                                                            asdict(self.s).items()}}
 

@@ -6,7 +6,7 @@ diseased one. After training, the scores of the fold's *healthy* validation case
 of every foreground voxel — the restored intensity (mean over channels, [0, 1] units) and the gradient magnitude of
 the input (mean over channels, Gaussian derivative of σ voxels; in-plane only for 2D configurations) — in up to
 ``bins`` × ``bins`` quantile bins (fewer when there are few voxels); each bin keeps the ``quantile`` of its healthy
-scores. A map is then divided by its voxels' bin value plus a floor (a tenth of the median healthy score), so 1 means "as high as the top
+scores. A map is then divided by its voxels' bin value (interpolated between bin centres) plus a floor (a tenth of the median healthy score), so 1 means "as high as the top
 ``1 - quantile`` of healthy tissue like this". Fitted by :func:`fit_residual_normalisation` on the preprocessed
 grid; stored in ``postprocessing.json``; applied first by :func:`uadnet.postprocessing.apply_postprocessing`.
 Measured on the development data in ``documentation/benchmarks.md``.
@@ -39,30 +39,46 @@ def residual_features(image: np.ndarray, restoration: np.ndarray, in_plane_only:
     return intensity, np.sqrt(squared)
 
 
+def _fractional_index(values: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lower bin, upper bin and weight of the upper one for linear interpolation between bin centres (clamped)."""
+    f = np.interp(values, centres, np.arange(centres.size, dtype=np.float64)) if centres.size > 1 else \
+        np.zeros(np.shape(values))
+    lower = np.floor(f).astype(np.intp)
+    return lower, np.minimum(lower + 1, centres.size - 1), (f - lower).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class ResidualNormalisation:
-    """Bin edges (inner edges, ascending), the per-bin healthy ``quantile`` table (intensity bin × gradient bin)
-    and the floor, all in score units except the edges (feature units)."""
+    """Quantile bins of the two features (``*_centres``: the median feature value of each bin, ascending), the
+    per-bin healthy ``quantile`` table (intensity bin × gradient bin) and the floor, in score units. Between bin
+    centres the table is interpolated bilinearly, so the normalised map changes smoothly with the restoration (a
+    tiny numerical difference, e.g. of another backend, never jumps a voxel to another bin's value)."""
 
-    intensity_edges: tuple[float, ...]
-    gradient_edges: tuple[float, ...]
+    intensity_centres: tuple[float, ...]
+    gradient_centres: tuple[float, ...]
     table: tuple[tuple[float, ...], ...]
     floor: float
     quantile: float
     gradient_sigma_voxels: float = GRADIENT_SIGMA_VOXELS
 
     def __post_init__(self) -> None:
-        shape = (len(self.intensity_edges) + 1, len(self.gradient_edges) + 1)
-        if np.asarray(self.table, float).shape != shape:
-            raise ValueError(f"residual normalisation table must be {shape} (edges + 1), "
+        shape = (len(self.intensity_centres), len(self.gradient_centres))
+        if np.asarray(self.table, float).shape != shape or min(shape) < 1:
+            raise ValueError(f"residual normalisation table must be {shape} (one value per pair of bin centres), "
                              f"got {np.asarray(self.table).shape}")
         if not self.floor > 0 or not np.all(np.isfinite(self.table)):
             raise ValueError("residual normalisation needs a positive floor and a finite table")
+        for name in ("intensity_centres", "gradient_centres"):
+            if np.any(np.diff(getattr(self, name)) < 0):
+                raise ValueError(f"residual normalisation {name} must be ascending")
 
     def expected(self, intensity: np.ndarray, gradient: np.ndarray) -> np.ndarray:
-        """The healthy bin value of every voxel (same shape as the features)."""
+        """The healthy table value at every voxel's features, interpolated bilinearly (same shape as them)."""
         table = np.asarray(self.table, np.float32)
-        return table[np.digitize(intensity, self.intensity_edges), np.digitize(gradient, self.gradient_edges)]
+        i0, i1, wi = _fractional_index(intensity, np.asarray(self.intensity_centres))
+        g0, g1, wg = _fractional_index(gradient, np.asarray(self.gradient_centres))
+        return ((1 - wi) * ((1 - wg) * table[i0, g0] + wg * table[i0, g1])
+                + wi * ((1 - wg) * table[i1, g0] + wg * table[i1, g1])).astype(np.float32)
 
     def apply(self, score: np.ndarray, image: np.ndarray, restoration: np.ndarray, in_plane_only: bool
               ) -> np.ndarray:
@@ -80,8 +96,17 @@ class ResidualNormalisation:
 
     @classmethod
     def from_dict(cls, d: dict) -> ResidualNormalisation:
-        return cls(tuple(d["intensity_edges"]), tuple(d["gradient_edges"]), tuple(tuple(r) for r in d["table"]),
+        return cls(tuple(d["intensity_centres"]), tuple(d["gradient_centres"]), tuple(tuple(r) for r in d["table"]),
                    float(d["floor"]), float(d["quantile"]), float(d.get("gradient_sigma_voxels", GRADIENT_SIGMA_VOXELS)))
+
+
+def _centres(values: np.ndarray, bins: np.ndarray, edges: np.ndarray) -> list[float]:
+    """The median value of each bin, ascending (an empty bin takes its nearest inner edge)."""
+    out = []
+    for k in range(edges.size + 1):
+        inside = values[bins == k]
+        out.append(float(np.median(inside)) if inside.size else float(edges[min(k, edges.size - 1)]))
+    return [float(v) for v in np.maximum.accumulate(out)]
 
 
 def fit_residual_normalisation(scores: Sequence[np.ndarray], features: Sequence[tuple[np.ndarray, np.ndarray]],
@@ -112,6 +137,6 @@ def fit_residual_normalisation(scores: Sequence[np.ndarray], features: Sequence[
     table = np.where(np.isnan(table), np.nanmax(table) if np.isfinite(table).any() else np.quantile(s, quantile),
                      table)
     floor = max(0.1 * float(np.median(s)), 1e-6)
-    return ResidualNormalisation(tuple(float(v) for v in i_edges), tuple(float(v) for v in g_edges),
+    return ResidualNormalisation(tuple(_centres(i, bi, i_edges)), tuple(_centres(g, bg, g_edges)),
                                  tuple(tuple(float(v) for v in row) for row in table), floor, float(quantile),
                                  float(gradient_sigma_voxels))

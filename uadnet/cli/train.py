@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="data-augmentation worker processes (default: the plans'; 0 = in the main process)")
     p.add_argument("--validation_every", type=int, default=None, help="iterations per validation (epoch)")
     p.add_argument("--checkpoint_every", type=int, default=None, help="iterations per checkpoint_latest.pth")
-    p.add_argument("--seed", type=int, default=0, help="seed of data sampling, corruption and initialisation")
+    p.add_argument("--seed", type=int, default=0, help="seed of data sampling, training corruptions and initialisation "
+                   "(the validation anomalies use the plans' validation.seed)")
     p.add_argument("--no_validation", action="store_true", help="skip validation (no checkpoint_best.pth)")
     p.add_argument("--no_calibration", action="store_true", help="skip calibration.json")
     p.add_argument("--disable_progress_bar", action="store_true")

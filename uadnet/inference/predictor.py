@@ -144,7 +144,7 @@ class Predictor:
                                                      4 * self.cfg.inference.batch_size, self.precision)
         except BackendError as e:
             raise PredictionError(str(e)) from None
-        if "onnxruntime" in used.values() and calibrated_precision not in (None, "fp32"):
+        if "onnxruntime" in used.values() and calibrated_precision not in (None, "fp32") and self.precision != "fp32":
             print(f"WARNING: the thresholds were calibrated with precision {calibrated_precision}; onnxruntime runs "
                   "fp32: the stated false-positive rate is approximate")
         return used

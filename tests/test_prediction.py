@@ -231,3 +231,20 @@ def test_missing_onnxruntime_names_the_extra(monkeypatch, capsys, tmp_path, path
     assert predict_main(["-i", str(inp), "-o", str(tmp_path / "o"), "-d", "1", "--backend", "onnxruntime",
                          *QUIET]) == 1
     assert "deploy" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_a_broken_onnx_export_names_the_file(paths_env, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    from uadnet.inference.backends import checkpoint_digest
+
+    fold = paths_env["UADNET_RESULTS"] / "Dataset001_3d_iso" / "cold_ensemble__uadnet_plans__2d" / "fold_1"
+    broken = fold / f"restorer_{checkpoint_digest(fold / 'checkpoint_final.pth')}.onnx"
+    broken.write_bytes(b"not an onnx model")
+    inp = _raw(paths_env, 1, "3d_iso") / "imagesTs"
+    try:
+        assert predict_main(["-i", str(inp), "-o", str(tmp_path / "o"), "-d", "1", "-f", "1", "--backend",
+                             "onnxruntime", *QUIET]) == 1
+    finally:
+        broken.unlink()
+    err = capsys.readouterr().err
+    assert broken.name in err and "delete it" in err

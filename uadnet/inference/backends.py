@@ -140,7 +140,11 @@ def onnx_restorer(model: nn.Module, fold_folder: Path, checkpoint: str, patch_si
         except (RuntimeError, ValueError, ImportError, OSError) as e:
             raise BackendError(f"exporting {fold_folder / checkpoint} to ONNX failed ({type(e).__name__}: {e}); "
                                "use --backend torch") from e
-    restorer = OnnxRestorer(path)
+    try:
+        restorer = OnnxRestorer(path)
+    except Exception as e:  # onnxruntime raises its own exception types for unreadable models
+        raise BackendError(f"ONNX Runtime cannot load {path} ({type(e).__name__}: {e}): delete it to export again, "
+                           "or use --backend torch") from e
     check_against_torch(model, restorer, patch_size)
     return restorer
 

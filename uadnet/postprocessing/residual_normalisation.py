@@ -6,8 +6,8 @@ diseased one. After training, the scores of the fold's *healthy* validation case
 of every foreground voxel — the restored intensity (mean over channels, [0, 1] units) and the gradient magnitude of
 the input (mean over channels, Gaussian derivative of σ voxels; in-plane only for 2D configurations) — in up to
 ``bins`` × ``bins`` quantile bins (fewer when there are few voxels); each bin keeps the ``quantile`` of its healthy
-scores. A map is then divided by its voxels' bin value (interpolated between bin centres) plus a floor (a tenth of the median healthy score), so 1 means "as high as the top
-``1 - quantile`` of healthy tissue like this". Fitted by :func:`fit_residual_normalisation` on the preprocessed
+scores. A map is then divided by its voxels' bin value (interpolated between bin centres) plus a floor (a tenth of
+the median healthy score), so 1 means "as high as the top ``1 - quantile`` of healthy tissue like this". Fitted by :func:`fit_residual_normalisation` on the preprocessed
 grid; stored in ``postprocessing.json``; applied first by :func:`uadnet.postprocessing.apply_postprocessing`.
 Measured on the development data in ``documentation/benchmarks.md``.
 """

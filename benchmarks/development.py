@@ -262,7 +262,7 @@ def main() -> None:
     if args.write:
         figure = DOC.parent / "figures" / "development_learning_curves.png"
         learning_curves(args.root, figure)
-        write_section("development", f"## Development runs ({platform.machine()})\n\n{text}\n"
+        write_section("development", f"## Development runs\n\nMachine: {platform.machine()}.\n\n{text}\n"
                       f"![learning curves](figures/{figure.name})")
 
 

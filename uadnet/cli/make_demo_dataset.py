@@ -9,7 +9,7 @@ from pathlib import Path
 from uadnet import paths
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="uadnet_make_demo_dataset", description=(
         "Build a demo dataset (T1 + FLAIR-like brains; healthy training cases; test cases with tumour-like, "
         "white-matter and infarct-like lesions plus healthy ones) from the MNI152 template inside nilearn. "
@@ -29,7 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-np", "--num_processes", type=int, default=2)
     p.add_argument("-o", "--output_root", type=Path, default=None, help="where to put it (default: $UADNET_RAW)")
     p.add_argument("--disable_progress_bar", action="store_true")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     from uadnet.demo.builder import make_demo_dataset
     from uadnet.demo.development import VARIANTS, make_development_dataset
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from uadnet import paths
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="uadnet_plot_corruptions", description=(
         "Draw image / corrupted image / anomaly mask / change for random preprocessed training samples, one PNG "
         "per corruption family: the first thing to look at for a new modality."))
@@ -22,7 +22,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="where to write (default: <preprocessed dataset>/corruption_gallery)")
     p.add_argument("--channel", type=int, default=0, help="channel to show (default 0)")
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     from uadnet.corruption.registry import CORRUPTIONS, NOT_DRAWN, build_corruption
     from uadnet.plans import PLANS_FILE, SPLITS_FILE, Plans
     from uadnet.utilities.file_io import load_json

@@ -60,3 +60,17 @@ def write_section(name: str, text: str) -> None:
     else:
         doc = doc.rstrip() + "\n\n" + block + "\n"
     DOC.write_text(doc)
+
+
+def trained_iterations(fold_folder: Path) -> int:
+    """Iterations the fold's final checkpoint was trained for."""
+    import torch
+
+    return int(torch.load(fold_folder / "checkpoint_final.pth", map_location="cpu", weights_only=True)["iteration"])
+
+
+def cpu_label() -> str:
+    """``"<model> (<flags>)"`` with the flags that decide training speed (avx2, avx512_bf16, amx_bf16)."""
+    from uadnet.planning.hardware import _cpu_flags, _cpu_model
+
+    return f"{_cpu_model()} ({', '.join(sorted(_cpu_flags() & {'avx2', 'avx512_bf16', 'amx_bf16'}))})"

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import use_root, write_section
+from _common import cpu_label, trained_iterations, use_root, write_section
 
 VARIANTS = (("torch", "fp32"), ("torch", "bf16"), ("onnxruntime", "fp32"))
 
@@ -39,7 +39,6 @@ def main() -> None:
     from uadnet.evaluation.evaluator import evaluate_folder
     from uadnet.imageio.reader_writer_registry import reader_writer_for
     from uadnet.inference.predictor import PredictionSettings, Predictor
-    from uadnet.planning.hardware import _cpu_flags, _cpu_model
 
     name = paths.resolve_dataset_name(args.dataset)
     raw = paths.raw_folder() / name
@@ -55,12 +54,14 @@ def main() -> None:
         maps[(backend, precision)] = {r["case"]: reader.read_images([out / f"{r['case']}{pred.output_ending}"])[0]
                                       for r in records}
         summary = evaluate_folder(out, raw / "labelsTs", num_bootstrap=0, disable_progress_bar=True, verbose=False)
+        iterations = trained_iterations(pred.folds[0].folder)
         rows.append((backend, precision, statistics.median(r["seconds"]["scoring"] for r in records),
                      summary["pooled"]["ap"], len(records)))
     ref = maps[("torch", "fp32")]
-    cpu = f"{_cpu_model()} ({', '.join(sorted(_cpu_flags() & {'avx2', 'avx512_bf16', 'amx_bf16'}))})"
+    cpu = cpu_label()
     lines = ["## Restorer backends (`benchmarks/backends.py`)", "",
-             (f"{name} test folder ({rows[0][4]} cases), fold 0 of plans `{args.plans}`, {platform.machine()} CPU "
+             (f"{name} test folder ({rows[0][4]} cases), fold 0 of plans `{args.plans}` (trained {iterations} "
+             f"iterations), {platform.machine()} CPU "
              f"{cpu}, 2 threads, one process. *Scoring*: median seconds per case of the network part (sliding "
              "window with the K = 4 ensemble, postprocessing). *Max |Δ map|*: over all voxels of all cases, against "
              "torch fp32. Pooled AP from `uadnet_evaluate` on the development test set."), "",

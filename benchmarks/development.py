@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DOC, use_root, write_section
+from _common import DOC, cpu_label, use_root, write_section
 from scipy.stats import spearmanr
 
 PROFILE = Path(__file__).resolve().parent / "profiles" / "avx2_2core.json"
@@ -115,7 +115,6 @@ def run(root: Path, dataset: str, variant: str, edits: list[str], iterations: in
     from uadnet.cli.evaluate import main as evaluate
     from uadnet.cli.predict import main as predict
     from uadnet.cli.train import main as train
-    from uadnet.planning.hardware import _cpu_flags, _cpu_model
 
     name = ensure_dataset(root, dataset)
     dataset_id = str(DATASETS[dataset][0])
@@ -134,7 +133,7 @@ def run(root: Path, dataset: str, variant: str, edits: list[str], iterations: in
     out = root / "predictions" / dataset / tag
     shutil.rmtree(out, ignore_errors=True)
     record: dict[str, Any] = {"dataset": dataset, "variant": tag, "edits": edits, "method": method,
-                              "cpu": f"{_cpu_model()} ({', '.join(sorted(_cpu_flags() & {'avx2', 'avx512_bf16', 'amx_bf16'}))})"}
+                              "cpu": cpu_label()}
     t0 = time.monotonic()
     if baseline:
         assert run_baseline(["-d", dataset_id, "-b", baseline, "-i", str(raw / "imagesTs"), "-o", str(out),

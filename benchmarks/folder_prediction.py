@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import use_root, write_section
+from _common import cpu_label, trained_iterations, use_root, write_section
 
 
 def main() -> None:
@@ -34,7 +34,6 @@ def main() -> None:
     use_root(args.root)
     from uadnet.inference.folder_runner import FolderRun, run_folder
     from uadnet.inference.predictor import PredictionSettings, Predictor
-    from uadnet.planning.hardware import _cpu_flags, _cpu_model
 
     inp = args.root / "raw" / "Dataset990_DemoBrain" / "imagesTs"
     out = args.root / "folder_benchmark"
@@ -51,9 +50,10 @@ def main() -> None:
             print(f"prefetch {prefetch}: wall {wall:.2f} s, scoring {scoring:.2f} s", flush=True)
     shutil.rmtree(out, ignore_errors=True)
     n = len(list(inp.glob("*_0000.nii.gz")))
-    cpu = f"{_cpu_model()} ({', '.join(sorted(_cpu_flags() & {'avx2', 'avx512_bf16', 'amx_bf16'}))})"
+    cpu = cpu_label()
     lines = ["## A folder of cases: pipelined prediction (`benchmarks/folder_prediction.py`)", "",
-             (f"The {n} demo test cases (2 mm, 2 channels) predicted with fold 0 of a trained demo model, "
+             (f"The {n} demo test cases (2 mm, 2 channels) predicted with fold 0 of a demo model trained for "
+              f"{trained_iterations(pred.folds[0].folder)} iterations, "
              f"{pred.precision}, {platform.machine()} CPU {cpu}, 2 threads; one process, the two loops alternated, "
              f"medians of {args.repeats}. *Scoring* = the network part of every case (sliding window and "
              "postprocessing on the preprocessed grid), summed."), "",

@@ -118,7 +118,7 @@ def test_residual_normalisation_round_trips_through_json_and_needs_the_images():
     image, restoration, score, _ = _edge_world(1, False)
     fg = np.ones(score.shape, bool)
     fg[:, :, :2] = False
-    norm = fit_residual_normalisation([score], [residual_features(image, restoration, False)], [fg], bins=6)
+    norm = fit_residual_normalisation([score], [residual_features(image, restoration, False)], [fg], quantile=0.99, bins=6)
     pp = Postprocessing(foreground_mask=True, residual_normalisation=norm)
     back = Postprocessing.from_dict(json.loads(json.dumps(pp.to_dict())))
     assert back == pp

@@ -110,7 +110,7 @@ def _centres(values: np.ndarray, bins: np.ndarray, edges: np.ndarray) -> list[fl
 
 
 def fit_residual_normalisation(scores: Sequence[np.ndarray], features: Sequence[tuple[np.ndarray, np.ndarray]],
-                               foregrounds: Sequence[np.ndarray], quantile: float = 0.99, bins: int = 12,
+                               foregrounds: Sequence[np.ndarray], quantile: float, bins: int = 12,
                                gradient_sigma_voxels: float = GRADIENT_SIGMA_VOXELS) -> ResidualNormalisation:
     """Fit on healthy maps ``scores`` (z, y, x), their :func:`residual_features` (computed with
     ``gradient_sigma_voxels``) and foregrounds (bool)."""

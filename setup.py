@@ -7,6 +7,7 @@ setup(
     description="Self-configuring unsupervised anomaly detection (cold-diffusion restoration) for medical images",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
+    license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["uadnet", "uadnet.*"]),
     install_requires=[
@@ -23,9 +24,9 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={
-        "test": ["pytest>=7", "ruff>=0.4", "nilearn>=0.10", "onnxruntime>=1.17", "onnx>=1.15"],
+        "test": ["pytest>=7", "ruff>=0.4", "nilearn>=0.10", "onnxruntime>=1.17", "openvino>=2024.0", "onnx>=1.15"],
         "demo": ["nilearn>=0.10"],
-        "deploy": ["onnxruntime>=1.17", "onnx>=1.15"],
+        "deploy": ["onnxruntime>=1.17", "openvino>=2024.0", "onnx>=1.15"],
     },
     entry_points={
         "console_scripts": [
@@ -35,7 +36,10 @@ setup(
             "uadnet_train=uadnet.cli.train:main",
             "uadnet_demo=uadnet.cli.demo:main",
             "uadnet_predict=uadnet.cli.predict:main",
+            "uadnet_export_model_to_zip=uadnet.cli.export_model_to_zip:main",
+            "uadnet_install_pretrained_model_from_zip=uadnet.cli.install_pretrained_model_from_zip:main",
             "uadnet_baseline=uadnet.cli.baseline:main",
+            "uadnet_ensemble=uadnet.cli.ensemble:main",
             "uadnet_evaluate=uadnet.cli.evaluate:main",
             "uadnet_plot_overlays=uadnet.cli.plot_overlays:main",
         ]

@@ -4,8 +4,8 @@
 
 ``ROOT`` holds a trained model (``UADNET_RAW``, ``UADNET_PREPROCESSED``, ``UADNET_RESULTS`` under it) and the
 dataset's ``imagesTs``/``labelsTs`` (a development dataset: AP is compared here, so not the demo's report set).
-Predicts the folder with fold 0 as torch fp32, torch bf16 and onnxruntime fp32 (the export made and checked
-first, not timed), in this one process, and reports the median scoring seconds per case (the network part, from
+Predicts the folder with fold 0 as torch fp32 and bf16, onnxruntime fp32 and openvino fp32 and bf16 (the export
+made and checked first, not timed; a backend that is not installed is skipped), in this one process, and reports the median scoring seconds per case (the network part, from
 ``per_case/*.json``), the largest |map − torch fp32 map| over all voxels, and the pooled AP of ``uadnet_evaluate``.
 """
 
@@ -24,7 +24,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import cpu_label, trained_iterations, use_root, write_section
 
-VARIANTS = (("torch", "fp32"), ("torch", "bf16"), ("onnxruntime", "fp32"))
+VARIANTS = (("torch", "fp32"), ("torch", "bf16"), ("onnxruntime", "fp32"), ("openvino", "fp32"),
+            ("openvino", "bf16"))
 
 
 def main() -> None:
@@ -38,12 +39,16 @@ def main() -> None:
     from uadnet import paths
     from uadnet.evaluation.evaluator import evaluate_folder
     from uadnet.imageio.reader_writer_registry import reader_writer_for
+    from uadnet.inference.backends import backend_available
     from uadnet.inference.predictor import PredictionSettings, Predictor
 
     name = paths.resolve_dataset_name(args.dataset)
     raw = paths.raw_folder() / name
     rows, maps = [], {}
     for backend, precision in VARIANTS:
+        if not backend_available(backend):
+            print(f"{backend} is not installed: skipped")
+            continue
         out = args.root / "backend_benchmark" / f"{backend}_{precision}"
         shutil.rmtree(out, ignore_errors=True)
         pred = Predictor(PredictionSettings(raw / "imagesTs", out, args.dataset, plans_name=args.plans, folds=["0"],

@@ -89,7 +89,7 @@ def main() -> None:
          f"**{pooled['ap']:.3f}** | {pooled['best_dice']:.3f} | {pooled.get('dice_at_threshold') or float('nan'):.3f} "
          f"| {pooled['auroc']:.3f} | {case.get('auroc') if case.get('auroc') is None else round(case['auroc'], 3)} |"),
         "",
-        "Targets (issue 6): ≤ 35 min, ≤ 6 GB. One run.",
+        "Targets: ≤ 35 min, ≤ 6 GB. One run.",
         "",
         "Reproduce: `python benchmarks/demo_end_to_end.py --root /tmp/uadnet_demo_bench --write`",
     ])

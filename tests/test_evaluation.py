@@ -267,6 +267,12 @@ def test_thresholds_precedence_and_absence(tmp_path, capsys):
 
     with pytest.raises(EvaluationError, match="missing.json"):
         evaluate_folder(pred, gt, threshold_from=tmp_path / "missing.json", disable_progress_bar=True)
+    calibration = tmp_path / "calibration.json"  # a fold's: thresholds per false-positive rate
+    calibration.write_text(json.dumps({"voxel_thresholds": {"0.001": 0.9, "0.01": 0.7, "0.05": 0.5},
+                                       "case_threshold": 0.6}))
+    with pytest.raises(EvaluationError, match=r"calibration.json.*one voxel threshold per false-positive rate "
+                                              r"\(0.001: 0.9, 0.01: 0.7, 0.05: 0.5\).*--threshold"):
+        evaluate_folder(pred, gt, threshold_from=calibration, disable_progress_bar=True)
 
 
 def test_grid_mismatch_names_files(tmp_path, capsys):

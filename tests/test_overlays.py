@@ -128,6 +128,17 @@ def test_report_sorts_unscored_cases_last():
     assert re.findall(r"<td class='case'>([^<]*)</td>", page) == ["c", "a", "b"]
 
 
+def test_evaluate_outputs_in_the_prediction_folder_are_found(folders, capsys):
+    """README step 6 (uadnet_evaluate -p OUT, then uadnet_plot_overlays -p OUT without --summary/--per_case) draws
+    the report with the metrics: summary.json and per_case.csv are taken from OUT, saying so."""
+    f = folders
+    assert main(["-i", str(f["in"]), "-p", str(f["pred"]), "-o", str(f["png"]), "--disable_progress_bar"]) == 0
+    out = capsys.readouterr().out
+    assert str(f["pred"] / "summary.json") in out and str(f["pred"] / "per_case.csv") in out
+    page = (f["png"] / "report.html").read_text(encoding="utf-8")
+    assert "0.4321" in page and "Dice@thr" in page
+
+
 @pytest.mark.parametrize("problem, expected", [
     ("no_input", "have no input image in"),
     ("no_maps", "holds no anomaly maps"),

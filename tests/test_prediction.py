@@ -13,6 +13,7 @@ import pytest
 import SimpleITK as sitk
 import skimage.io
 
+import uadnet
 from tests.synthetic import make_dataset, uadnet_folders, write_sitk
 from uadnet.cli.evaluate import main as evaluate_main
 from uadnet.cli.plan_and_preprocess import main as plan_main
@@ -98,7 +99,8 @@ def test_sharded_prediction_equals_unsharded_and_folds_are_ensembled(paths_env, 
         a = sitk.GetArrayFromImage(sitk.ReadImage(str(whole / f"{case}.nii.gz")))
         b = sitk.GetArrayFromImage(sitk.ReadImage(str(parts / f"{case}.nii.gz")))
         np.testing.assert_array_equal(a, b)
-    assert json.loads((whole / "prediction.json").read_text(encoding="utf-8"))["folds"] == ["0", "1"]
+    info = json.loads((whole / "prediction.json").read_text(encoding="utf-8"))
+    assert info["folds"] == ["0", "1"] and info["uadnet_version"] == uadnet.__version__ and info["plans_uadnet_version"]
     # the pipelined loop (loading ahead, exporting behind: the default on a GPU) writes exactly the same
     from uadnet.inference.folder_runner import FolderRun, run_folder
     from uadnet.inference.predictor import PredictionSettings
@@ -126,8 +128,7 @@ def test_continue_prediction_after_a_kill_finishes_the_rest(paths_env, tmp_path,
         return original(self, prepared)
 
     monkeypatch.setattr(Predictor, "score_prepared", dies_on_third)
-    with pytest.raises(KeyboardInterrupt):
-        predict_main(["-i", str(inp), "-o", str(out), "-d", "1", "-f", "0", *QUIET])
+    assert predict_main(["-i", str(inp), "-o", str(out), "-d", "1", "-f", "0", *QUIET]) == 130  # Ctrl-C: one line
     monkeypatch.setattr(Predictor, "score_prepared", original)
     first = (out / "test_000.nii.gz").stat().st_mtime_ns
     assert not (out / "test_002.nii.gz").exists()
@@ -216,6 +217,49 @@ def test_onnxruntime_backend_gives_the_torch_maps(paths_env, tmp_path):
         "torch", "onnxruntime")
 
 
+def test_openvino_backend_gives_the_torch_maps(paths_env, tmp_path):
+    """--backend openvino runs the same cached ONNX export: fp32 maps within 1e-4 of torch's; bf16 (where OpenVINO
+    offers it) is checked against torch before use and gives finite maps of the same grid."""
+    pytest.importorskip("openvino")
+    inp = _raw(paths_env, 1, "3d_iso") / "imagesTs"
+    common = ["-i", str(inp), "-d", "1", "-f", "0", *QUIET]
+    assert predict_main([*common, "--precision", "fp32", "-o", str(tmp_path / "torch")]) == 0
+    assert predict_main([*common, "--precision", "fp32", "-o", str(tmp_path / "ov"), "--backend", "openvino"]) == 0
+    assert predict_main([*common, "--precision", "bf16", "-o", str(tmp_path / "ov16"), "--backend", "openvino"]) == 0
+    for case in ("test_000", "test_001", "test_002", "test_003"):
+        a = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "torch" / f"{case}.nii.gz")))
+        b = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "ov" / f"{case}.nii.gz")))
+        np.testing.assert_allclose(b, a, atol=1e-4, rtol=0)
+        c = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "ov16" / f"{case}.nii.gz")))
+        assert c.shape == a.shape and np.isfinite(c).all()
+    info = json.loads((tmp_path / "ov" / "prediction.json").read_text(encoding="utf-8"))
+    assert info["backend_per_fold"] == {"0": "openvino"}
+    fold = paths_env["UADNET_RESULTS"] / "Dataset001_3d_iso" / "cold_ensemble__uadnet_plans__2d" / "fold_0"
+    assert len(list(fold.glob("restorer_*.onnx"))) == 1  # one export per checkpoint, shared by both runtimes
+
+
+def test_an_export_that_disagrees_with_torch_is_refused(paths_env):
+    """The check before use: a restorer whose outputs differ from the network's beyond the tolerance is refused,
+    naming the export and the fix."""
+    import torch
+
+    from uadnet.inference.backends import BackendError, _ExportedRestorer, check_against_torch
+
+    net = torch.nn.Conv2d(1, 1, 3, padding=1)
+
+    class Off(_ExportedRestorer):
+        backend = "onnxruntime"
+
+        def _run(self, feeds):
+            with torch.no_grad():
+                return net(torch.from_numpy(feeds[0])).numpy() + 1e-3  # a wrong graph, slightly
+
+    with pytest.raises(BackendError, match=r"restorer_x\.onnx .* differs .* delete it"):
+        check_against_torch(net, Off(Path("restorer_x.onnx")), [8, 8])
+    Off.precision = "bf16"  # within the bf16 tolerance
+    assert check_against_torch(net, Off(Path("restorer_x.onnx")), [8, 8]) < 2e-3
+
+
 def test_missing_onnxruntime_names_the_extra(monkeypatch, capsys, tmp_path, paths_env):
     import sys
 
@@ -224,8 +268,10 @@ def test_missing_onnxruntime_names_the_extra(monkeypatch, capsys, tmp_path, path
     from uadnet.inference.backends import BackendError, choose_backend
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
-    with pytest.raises(BackendError, match=r"pip install -e \".\[deploy\]\""):
-        choose_backend("onnxruntime", torch.device("cpu"), "fp32")
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    for name in ("onnxruntime", "openvino"):
+        with pytest.raises(BackendError, match=rf"--backend {name} needs .*pip install -e \".\[deploy\]\""):
+            choose_backend(name, torch.device("cpu"), "fp32")
     assert choose_backend("auto", torch.device("cpu"), "fp32") == "torch"
     inp = _raw(paths_env, 1, "3d_iso") / "imagesTs"
     assert predict_main(["-i", str(inp), "-o", str(tmp_path / "o"), "-d", "1", "--backend", "onnxruntime",

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+import uadnet
 from tests.synthetic import make_dataset, uadnet_folders
 from uadnet.cli.plan_and_preprocess import main as plan_main
 from uadnet.cli.train import main as train_main
@@ -75,6 +76,10 @@ def test_training_reduces_the_loss_and_writes_every_artefact(results):
     calib = json.loads((fold / "calibration.json").read_text(encoding="utf-8"))
     t = calib["voxel_thresholds"]
     assert t["0.05"] <= t["0.01"] <= t["0.001"] and calib["num_cases"] >= 1
+    # the installed uadnet is recorded beside the plans' own version
+    assert calib["uadnet_version"] == final["meta"]["uadnet_version"] == uadnet.__version__
+    assert final["meta"]["plans_uadnet_version"] == json.loads((fold.parent / "uadnet_plans.json").read_text(
+        encoding="utf-8"))["uadnet_version"]
 
 
 def _interrupt_at(monkeypatch, iteration: int, exc: type[BaseException] | None) -> None:
@@ -102,8 +107,11 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(results, monkey
     with monkeypatch.context() as mp:
         # Ctrl-C during step 7 finishes it and saves iteration 8; a hard kill leaves the checkpoint of 6
         _interrupt_at(mp, 7, None if how == "ctrl_c" else SystemError)
-        with pytest.raises(KeyboardInterrupt if how == "ctrl_c" else SystemError):
-            train_main(ARGS)
+        if how == "ctrl_c":  # one line with the command that continues, exit code 130
+            assert train_main(ARGS) == 130
+        else:
+            with pytest.raises(SystemError):
+                train_main(ARGS)
     latest = _fold(results) / "checkpoint_latest.pth"
     assert _load(latest)["iteration"] == (8 if how == "ctrl_c" else 6)
     if how == "kill_then_truncated":  # the newest file is broken: the previous one (iteration 3) is used
@@ -119,6 +127,27 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(results, monkey
         _assert_same_weights(got["network"], ref["network"])
     _assert_same_weights(_load(latest)["ema"]["weights"], reference["checkpoint_latest.pth"]["ema"]["weights"])
     assert _load(latest)["history"]["val_iteration"] == [3, 6, 9]
+
+
+def test_nan_loss_and_ctrl_c_end_with_one_line(results, monkeypatch, capsys):
+    """A NaN loss stops training with one line naming the checkpoint folder and the fix (no traceback); Ctrl-C
+    with one line giving the command that continues, exit code 130."""
+    from uadnet.methods.cold_diffusion import ColdDiffusion
+
+    with monkeypatch.context() as mp:
+        mp.setattr(ColdDiffusion, "loss", lambda self, model, batch: torch.tensor(float("nan"), requires_grad=True))
+        mp.delenv("UADNET_DEBUG", raising=False)
+        assert train_main(["1", "0", "--iterations", "4", *FAST]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("uadnet_train: error: the loss became nan at iteration 0") and "--c" in err
+    shutil.rmtree(results)
+    with monkeypatch.context() as mp:
+        _interrupt_at(mp, 1, None)
+        assert train_main(["1", "0", "--iterations", "4", *FAST]) == 130
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == ("uadnet_train: interrupted (Ctrl-C); continue from the last checkpoint with: uadnet_train 1 0 "
+                    f"--iterations 4 {' '.join(FAST)} --c")
 
 
 def test_continue_after_a_finished_run_changes_nothing(results):

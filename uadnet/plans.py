@@ -17,6 +17,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from uadnet import __version__
 from uadnet.utilities.file_io import load_json, save_json
 
 PLANS_FILE = "uadnet_plans.json"  # == paths.DEFAULT_PLANS_NAME + ".json"
@@ -302,7 +303,7 @@ class Plans:
     methods: MethodsPlan = field(default_factory=MethodsPlan)
     validation: ValidationPlan = field(default_factory=ValidationPlan)
     compute: ComputePlan = field(default_factory=ComputePlan)
-    uadnet_version: str = "0.1.0"
+    uadnet_version: str = __version__  # the uadnet that wrote the plans (outputs record the one that ran)
 
     def configuration(self, name: str | None = None) -> ConfigurationPlan:
         """The named configuration (default: ``default_configuration``), with a helpful error."""

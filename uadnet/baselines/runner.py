@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from uadnet import paths
+from uadnet import __version__, paths
 from uadnet.baselines import intensity, zscore
 from uadnet.baselines.common import (
     BaselineError,
@@ -53,6 +53,7 @@ class BaselineSettings:
     part_id: int = 0
     continue_prediction: bool = False
     progress_bar: bool = True
+    output_format: str = "uadnet"  # or "mood": the MOOD challenge's layout (uadnet.inference.mood)
 
 
 class BaselineRunner:
@@ -177,7 +178,8 @@ class BaselineRunner:
             "normalization": {"ranges": "the plans' (per case, per channel: low → 0, high → 1)",
                               "clipped_at_1": self.s.clip},
             "channel_signs": dict(zip(self.channel_names, (int(s) for s in self.signs))),
-            "uadnet_version": self.plans.uadnet_version, "settings": {k: str(v) for k, v in asdict(self.s).items()}}
+            "uadnet_version": __version__, "plans_uadnet_version": self.plans.uadnet_version,
+            "settings": {k: str(v) for k, v in asdict(self.s).items()}}
         if self.stats is not None:
             info.update({"reference_cases": list(self.train_ids), "std_floor": self.stats.std_floor,
                          "statistics_file": STATISTICS_FILE})
@@ -200,7 +202,8 @@ class BaselineRunner:
                                     "channel_names": self.channel_names, "axes": "c, z, y, x (input grid)",
                                     "units": "normalised intensity (plans' low → 0, high → 1)"})
         run = FolderRun(self.s.input_folder, self.s.output_folder, self.s.num_parts, self.s.part_id,
-                        self.s.continue_prediction, self.s.progress_bar, f"{self.s.baseline} baseline")
+                        self.s.continue_prediction, self.s.progress_bar, f"{self.s.baseline} baseline",
+                        output_format=self.s.output_format)
         return run_folder(
             self, run, error=BaselineError,
             summary=lambda o: f"maps, masks (threshold {self.voxel_threshold:.4g} at {self.s.fpr:g} false-positive "

@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from uadnet.cli.common import report_error
+from uadnet.cli.common import add_version_argument, report_error, report_interrupt
 from uadnet.paths import DEFAULT_PLANS_NAME
 
 BASELINES = ("intensity", "zscore")
@@ -37,12 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="false-positive rate of the mask threshold on healthy data: 0.001, 0.01 or 0.05")
     p.add_argument("--clip", action="store_true",
                    help="clip the normalised intensities at 1 as the plans do for the networks (default: keep the "
-                        "plans' normalisation ranges but not the clipping, which ties every voxel above the upper "
-                        "percentile, lesions included)")
+                        "plans' normalisation but not the clipping, which ties every voxel above 1, i.e. brighter "
+                        "than the upper percentile by the plans' headroom (normalization.high_maps_to), lesions "
+                        "included)")
     p.add_argument("--num_parts", type=int, default=1, help="split the sorted cases into this many shards")
     p.add_argument("--part_id", type=int, default=0, help="which shard this process scores (0-based)")
     p.add_argument("--continue_prediction", action="store_true", help="skip cases already finished in OUT")
+    p.add_argument("--output_format", choices=["uadnet", "mood"], default="uadnet",
+                   help="uadnet (default) or mood: the MOOD challenge's layout, as uadnet_predict --output_format")
     p.add_argument("--disable_progress_bar", action="store_true")
+    add_version_argument(p)
     return p
 
 
@@ -54,11 +58,13 @@ def main(argv: list[str] | None = None) -> int:
         input_folder=args.input, output_folder=args.output, dataset=args.dataset, baseline=args.baseline,
         configuration=args.configuration, plans_name=args.plans, fold=args.fold, fpr=args.fpr, clip=args.clip,
         num_parts=args.num_parts, part_id=args.part_id, continue_prediction=args.continue_prediction,
-        progress_bar=not args.disable_progress_bar)
+        progress_bar=not args.disable_progress_bar, output_format=args.output_format)
     try:
         return BaselineRunner(settings).predict_folder()
     except (OSError, ValueError, KeyError, RuntimeError) as e:  # BaselineError is a ValueError
         return report_error("uadnet_baseline", e)
+    except KeyboardInterrupt:
+        return report_interrupt("uadnet_baseline", "finished cases are kept: rerun with --continue_prediction")
 
 
 if __name__ == "__main__":

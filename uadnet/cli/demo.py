@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from uadnet import paths
+from uadnet.cli.common import INTERRUPTED_EXIT_CODE, add_version_argument, report_error, report_interrupt
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,11 +26,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-np", "--num_processes", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--device", default="auto", help="auto (default: the best available), cpu, cuda or mps")
     p.add_argument("--disable_progress_bar", action="store_true")
+    add_version_argument(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        code = _run(args)
+    except KeyboardInterrupt:
+        code = report_interrupt("uadnet_demo")
+    if code == INTERRUPTED_EXIT_CODE:
+        print("uadnet_demo: rerun uadnet_demo to resume (finished stages are skipped, training continues)",
+              file=sys.stderr)
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The six stages; 0, or the exit code of the first stage that failed (130 for Ctrl-C)."""
     from uadnet.cli.evaluate import main as evaluate
     from uadnet.cli.make_demo_dataset import main as make_demo
     from uadnet.cli.plan_and_preprocess import main as plan
@@ -44,8 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         raw = paths.raw_folder(create=True)
         results = paths.results_folder(create=True)
     except paths.PathError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return report_error("uadnet_demo", e)
     name = f"Dataset{args.id:03d}_DemoBrain"
     dataset = raw / name
     steps = []
@@ -56,30 +69,34 @@ def main(argv: list[str] | None = None) -> int:
     print("[2/6] plan and preprocess")
     steps.append(plan(["-d", str(args.id), "--verify_dataset_integrity", "-np", str(args.num_processes), *quiet]))
     if any(steps):
-        return 1
+        return max(steps)
     model = results / name / paths.model_folder_name(args.method, paths.DEFAULT_PLANS_NAME, "2d")
     fold = model / "fold_0"
     print(f"[3/6] train {args.method} fold 0 ({args.budget:g} min budget) → {fold}")
     if not (fold / CALIBRATION_FILE).is_file():
         length = ["--iterations", str(args.iterations)] if args.iterations else ["--time_budget", str(args.budget)]
         resume = ["--c"] if (fold / LATEST).exists() or (fold / FINAL).exists() else []
-        if train([str(args.id), "0", "-c", "2d", "-m", args.method, "--device", args.device, *length, *resume,
-                  *quiet]) != 0:
-            return 1
+        code = train([str(args.id), "0", "-c", "2d", "-m", args.method, "--device", args.device, *length, *resume,
+                      *quiet])
+        if code:
+            return code
     out = results / name / "demo" / args.method
     print(f"[4/6] predict the test set → {out / 'predictions'}")
-    if predict(["-i", str(dataset / "imagesTs"), "-o", str(out / "predictions"), "-d", str(args.id), "-c", "2d",
-                "-m", args.method, "-f", "0", "--save_restorations", "--continue_prediction", "--device",
-                args.device, *quiet]) != 0:
-        return 1
+    code = predict(["-i", str(dataset / "imagesTs"), "-o", str(out / "predictions"), "-d", str(args.id), "-c", "2d",
+                    "-m", args.method, "-f", "0", "--save_restorations", "--continue_prediction", "--device",
+                    args.device, *quiet])
+    if code:
+        return code
     print("[5/6] evaluate against labelsTs")
-    if evaluate(["-p", str(out / "predictions"), "-g", str(dataset / "labelsTs"), *quiet]) != 0:
-        return 1
+    code = evaluate(["-p", str(out / "predictions"), "-g", str(dataset / "labelsTs"), *quiet])
+    if code:
+        return code
     print(f"[6/6] overlays and report → {out / 'overlays'}")
-    if overlays(["-i", str(dataset / "imagesTs"), "-p", str(out / "predictions"), "-g", str(dataset / "labelsTs"),
-                 "-o", str(out / "overlays"), "--summary", str(out / "predictions" / "summary.json"),
-                 "--per_case", str(out / "predictions" / "per_case.csv"), *quiet]) != 0:
-        return 1
+    code = overlays(["-i", str(dataset / "imagesTs"), "-p", str(out / "predictions"), "-g", str(dataset / "labelsTs"),
+                     "-o", str(out / "overlays"), "--summary", str(out / "predictions" / "summary.json"),
+                     "--per_case", str(out / "predictions" / "per_case.csv"), *quiet])
+    if code:
+        return code
     print(f"\ndone. Look at:\n  {out / 'overlays' / 'report.html'}  (figures and metrics)\n"
           f"  {fold / 'progress.png'}  (training curves)\n  {out / 'predictions' / 'summary.json'}")
     return 0

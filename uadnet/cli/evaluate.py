@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from uadnet.cli.common import add_version_argument, report_error, report_interrupt
+
 
 def _finite_float(text: str) -> float:
     try:
@@ -24,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="uadnet_evaluate",
         description="Compare anomaly maps (uadnet_predict output) with ground-truth anomaly labels: exact pooled "
                     "voxel AP/AUROC, best Dice (oracle threshold), Dice/precision/recall at the calibrated "
-                    "threshold, per-case metrics with bootstrap 95 %% confidence intervals and case-level AUROC/AP "
+                    "threshold, per-case metrics with bootstrap 95 % confidence intervals and case-level AUROC/AP "
                     "when healthy cases are present, lesion-wise detection by lesion size and, with --groups, AP "
                     "per lesion kind. Writes summary.json and per_case.csv.")
     p.add_argument("-p", "--pred_folder", type=Path, required=True,
@@ -47,7 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="JSON mapping case -> group (lesion kind), or a dataset.json with 'test_case_lesions': "
                         "reports voxel AP/AUROC per group (pooled with all healthy cases) and lesion-wise "
                         "detection per group")
+    p.add_argument("--mood", action="store_true",
+                   help="the MOOD challenge's two metrics instead: pixel-level AP pooled over all voxels and "
+                        "sample-level AP, for a folder written by uadnet_predict --output_format mood (PRED/pixel, "
+                        "PRED/sample); LABELS is a label folder or MOOD's (pixel/, sample/); writes "
+                        "PRED/mood_summary.json (or -o)")
     p.add_argument("--disable_progress_bar", action="store_true")
+    add_version_argument(p)
     return p
 
 
@@ -95,18 +103,42 @@ def print_summary(summary: dict[str, Any]) -> None:
     print(f"wrote {summary['files']['summary']} and {summary['files']['per_case']}")
 
 
+def _main_mood(args: argparse.Namespace) -> int:
+    """``--mood``: the MOOD challenge's pixel- and sample-level AP (uadnet.evaluation.mood)."""
+    from uadnet.evaluation.mood import evaluate_mood
+    from uadnet.imageio.base_reader_writer import ImageReadError
+
+    unused = [flag for flag, given in (("--threshold", args.threshold is not None), ("--groups", args.groups),
+                                       ("--threshold_from", args.threshold_from)) if given]
+    if unused:
+        print(f"uadnet_evaluate: error: --mood computes threshold-free AP only; leave out {', '.join(unused)}",
+              file=sys.stderr)
+        return 1
+    try:
+        summary = evaluate_mood(args.pred_folder, args.label_folder, args.output_file, args.disable_progress_bar)
+    except (ImageReadError, OSError, ValueError) as e:  # EvaluationError is a ValueError
+        return report_error("uadnet_evaluate", e)
+    print(f"MOOD: {summary['num_cases']} cases ({summary['num_anomalous_cases']} abnormal): pixel-level AP "
+          f"{_fmt(summary['pixel_ap'])}  sample-level AP {_fmt(summary['sample_ap'])}")
+    print(f"wrote {summary['files']['summary']}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from uadnet.evaluation.evaluator import evaluate_folder
     from uadnet.imageio.base_reader_writer import ImageReadError
 
+    if args.mood:
+        return _main_mood(args)
     try:
         summary = evaluate_folder(args.pred_folder, args.label_folder, args.output_file, args.threshold,
                                   args.threshold_from, args.num_bootstrap, args.seed, args.allow_missing_labels,
                                   args.disable_progress_bar, groups=args.groups)
     except (ImageReadError, OSError, ValueError) as e:  # EvaluationError is a ValueError
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return report_error("uadnet_evaluate", e)
+    except KeyboardInterrupt:
+        return report_interrupt("uadnet_evaluate")
     print_summary(summary)
     return 0
 

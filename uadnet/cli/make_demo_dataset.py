@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from uadnet import paths
+from uadnet.cli.common import add_version_argument, report_error, report_interrupt
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-np", "--num_processes", type=int, default=2)
     p.add_argument("-o", "--output_root", type=Path, default=None, help="where to put it (default: $UADNET_RAW)")
     p.add_argument("--disable_progress_bar", action="store_true")
+    add_version_argument(p)
     return p
 
 
@@ -48,9 +50,10 @@ def main(argv: list[str] | None = None) -> int:
             folder = make_development_dataset(args.variant, root, args.n_train, n_test, args.seed,
                                               args.num_processes, args.disable_progress_bar, args.resolution)
             args.id = VARIANTS[args.variant]["id"]
-    except (paths.PathError, ImportError, OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except (paths.PathError, ImportError, OSError, ValueError, RuntimeError) as e:  # RuntimeError: a worker failed
+        return report_error("uadnet_make_demo_dataset", e)
+    except KeyboardInterrupt:
+        return report_interrupt("uadnet_make_demo_dataset", "rerun the same command to complete the build")
     print(f"demo dataset ready: {folder}\nnext: uadnet_plan_and_preprocess -d {args.id} --verify_dataset_integrity")
     return 0
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from uadnet import paths
+from uadnet.cli.common import add_version_argument, report_error, report_interrupt
 
 
 def _codebook_size(text: str) -> int | str:
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "choice: with existing plans add --overwrite_plans")
     p.add_argument("--no_preprocessing", action="store_true", help="only fingerprint and plan")
     p.add_argument("--disable_progress_bar", action="store_true")
+    add_version_argument(p)
     return p
 
 
@@ -83,8 +85,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n{e}", file=sys.stderr)
             failed = True
         except (paths.PathError, OSError, ValueError, RuntimeError) as e:
-            print(f"error: {e}", file=sys.stderr)
+            report_error("uadnet_plan_and_preprocess", e)
             failed = True
+        except KeyboardInterrupt:
+            return report_interrupt("uadnet_plan_and_preprocess",
+                                    "rerun the same command: finished work (fingerprint, plans, cases) is reused")
     return 1 if failed else 0
 
 

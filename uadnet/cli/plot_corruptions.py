@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from uadnet import paths
+from uadnet.cli.common import add_version_argument, report_error, report_interrupt
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where to write (default: <preprocessed dataset>/corruption_gallery)")
     p.add_argument("--channel", type=int, default=0, help="channel to show (default 0)")
     p.add_argument("--seed", type=int, default=0)
+    add_version_argument(p)
     return p
 
 
@@ -56,8 +58,9 @@ def main(argv: list[str] | None = None) -> int:
                                     args.channel)
             print(f"wrote {path}")
     except (paths.PathError, OSError, ValueError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return report_error("uadnet_plot_corruptions", e)
+    except KeyboardInterrupt:
+        return report_interrupt("uadnet_plot_corruptions")
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from uadnet.cli.common import report_error
+from uadnet.cli.common import add_version_argument, report_error, report_interrupt
 from uadnet.methods import DEFAULT_METHOD, available_methods
 from uadnet.paths import DEFAULT_PLANS_NAME
 
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no_validation", action="store_true", help="skip validation (no checkpoint_best.pth)")
     p.add_argument("--no_calibration", action="store_true", help="skip calibration.json")
     p.add_argument("--disable_progress_bar", action="store_true")
+    add_version_argument(p)
     return p
 
 
@@ -68,8 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         calibrate=not args.no_calibration, progress_bar=not args.disable_progress_bar)
     try:
         folder = Trainer(settings).run()
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
+    except (OSError, ValueError, KeyError, RuntimeError, FloatingPointError) as e:  # FloatingPointError: NaN loss
         return report_error("uadnet_train", e)
+    except KeyboardInterrupt:
+        again = " ".join(["uadnet_train", *(sys.argv[1:] if argv is None else argv)])
+        again += "" if args.continue_training else " --c"
+        return report_interrupt("uadnet_train", f"continue from the last checkpoint with: {again}")
     print(f"results in {folder}")
     return 0
 

@@ -104,13 +104,18 @@ def resolve_thresholds(pred_folder: str | os.PathLike, threshold: float | None =
     file = Path(threshold_from) if threshold_from is not None else Path(pred_folder) / PREDICTION_FILE
     if threshold_from is not None and not file.is_file():
         raise EvaluationError(f"--threshold_from {file}: no such file. Give the prediction.json written by "
-                              "uadnet_predict (or a calibration file with 'voxel_threshold'), or use --threshold.")
+                              "uadnet_predict (or any JSON with 'voxel_threshold'), or use --threshold.")
     data: dict[str, Any] = {}
     if file.is_file():
         loaded = load_json(file)
         if not isinstance(loaded, dict):
             raise EvaluationError(f"{file}: expected a JSON object with 'voxel_threshold' and 'case_threshold'.")
         data = loaded
+    if "voxel_threshold" not in data and isinstance(data.get("voxel_thresholds"), dict):
+        rates = ", ".join(f"{r}: {t}" for r, t in data["voxel_thresholds"].items())
+        raise EvaluationError(f"{file} is a fold's calibration.json: it holds one voxel threshold per false-positive "
+                              f"rate ({rates}) for that fold's maps, not the 'voxel_threshold' of a prediction. Give "
+                              "the prediction folder's prediction.json (the default), or pick one with --threshold.")
     voxel = _finite_number(data.get("voxel_threshold"), f"{file}: 'voxel_threshold'")
     case = _finite_number(data.get("case_threshold"), f"{file}: 'case_threshold'")
     out = {"voxel_threshold": voxel, "voxel_threshold_source": str(file) if voxel is not None else None,

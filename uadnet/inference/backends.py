@@ -1,14 +1,16 @@
-"""Inference backends for a fold's restorer: PyTorch, or an ONNX export run by ONNX Runtime on the CPU.
+"""Inference backends for a fold's restorer: PyTorch, or an ONNX export run by ONNX Runtime or OpenVINO on the CPU.
 
-``uadnet_predict --backend torch|onnxruntime|auto``. The restorer is the only part that changes: the method's
-scorer, the sliding window, postprocessing and export are the same for every backend, because an
-:class:`OnnxRestorer` is called exactly like the network (``restorer(x, condition)``: x (b, c, *patch) float32,
-condition (b,) float32 — severity or normalised timestep; the autoencoder takes x only). The export is made once
-per checkpoint and cached beside it (``restorer_<sha256 of the checkpoint, 16 hex>.onnx``, written atomically),
-and checked against PyTorch on the same inputs before it is used (fp32, max |difference| ≤ ``CHECK_TOLERANCE``).
-``auto`` times both on this machine (a batch of the plans' size, median of 3) and uses the faster one, saying
-which. ONNX Runtime is optional: ``pip install -e ".[deploy]"``. Precision: the export is fp32 (``--precision``
-applies to the torch backend only).
+``uadnet_predict --backend torch|onnxruntime|openvino|auto``. The restorer is the only part that changes: the
+method's scorer, the sliding window, postprocessing and export are the same for every backend, because an exported
+restorer (:class:`OnnxRestorer`, :class:`OpenVinoRestorer`) is called exactly like the network
+(``restorer(x, condition)``: x (b, c, *patch) float32, condition (b,) float32 — severity or normalised timestep;
+the autoencoder takes x only). The ONNX export is made once per checkpoint and cached beside it
+(``restorer_<sha256 of the checkpoint, 16 hex>.onnx``, written atomically); both runtimes read that file, and each
+is checked against PyTorch on the same inputs before it is used (fp32: max |difference| ≤ ``CHECK_TOLERANCE``).
+``auto`` times every available backend on this machine (a batch of the plans' size, median of 3) and uses the
+fastest, saying which. Precision: ONNX Runtime runs fp32; OpenVINO runs ``--precision`` (fp32, or bf16 where the
+CPU has it: then checked against PyTorch within ``BF16_CHECK_TOLERANCE``); torch runs ``--precision``. Both
+runtimes are optional: ``pip install -e ".[deploy]"``.
 """
 
 from __future__ import annotations
@@ -27,30 +29,47 @@ from torch import Tensor, nn
 
 from uadnet.utilities.file_io import atomic_path
 
-BACKENDS = ("torch", "onnxruntime", "auto")
-CHECK_TOLERANCE = 1e-4  # max |onnx − torch| of the restorer's output on the check batch (fp32, [0, 1] images)
-DEPLOY_HINT = 'install the deployment extra (pip install -e ".[deploy]": onnxruntime, onnx) or use --backend torch'
+BACKENDS = ("torch", "onnxruntime", "openvino", "auto")
+EXPORTED = ("onnxruntime", "openvino")  # the backends that run the ONNX export
+CHECK_TOLERANCE = 1e-4  # max |export − torch| of the restorer's output on the check batch (fp32, [0, 1] images)
+BF16_CHECK_TOLERANCE = 0.05  # the same for OpenVINO in bf16 (8 mantissa bits): catches a wrong graph, not rounding
+DEPLOY_HINT = ('install the deployment extra (pip install -e ".[deploy]": onnxruntime, openvino, onnx) or use '
+               '--backend torch')
 
 
 class BackendError(RuntimeError):
     """A backend cannot be used here; the message says why and what to do."""
 
 
-def onnxruntime_available() -> bool:
+def backend_available(name: str) -> bool:
+    """Whether the runtime package of ``name`` (``onnxruntime``, ``openvino``; torch always) can be imported."""
+    if name == "torch":
+        return True
     try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
+        _require(name)
+    except BackendError:
         return False
     return True
 
 
-def _require_onnxruntime() -> Any:
+def onnxruntime_available() -> bool:
+    return backend_available("onnxruntime")
+
+
+def _require(name: str) -> Any:
+    """The runtime module of backend ``name``, or a :class:`BackendError` naming the extra that installs it."""
     try:
+        if name == "openvino":
+            import openvino
+            return openvino
         import onnxruntime
+        return onnxruntime
     except ImportError:
-        raise BackendError(f"--backend onnxruntime needs the onnxruntime package, which is not installed: "
-                           f"{DEPLOY_HINT}") from None
-    return onnxruntime
+        raise BackendError(f"--backend {name} needs the {name} package, which is not installed: {DEPLOY_HINT}") from None
+
+
+def _require_onnxruntime() -> Any:
+    return _require("onnxruntime")
 
 
 def _takes_condition(model: nn.Module) -> bool:
@@ -78,29 +97,70 @@ def checkpoint_digest(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-class OnnxRestorer:
-    """An ONNX Runtime session called like the network: ``restorer(x, condition) -> Tensor`` (on x's device)."""
+class _ExportedRestorer:
+    """Called like the network: ``restorer(x, condition) -> Tensor`` (on x's device); subclasses run the ONNX
+    file with their runtime (:meth:`_run`: float32 arrays in input order → the output array)."""
 
-    def __init__(self, path: Path, threads: int | None = None) -> None:
-        ort = _require_onnxruntime()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.log_severity_level = 3
+    backend = ""
+    precision = "fp32"
+
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.inputs: list[str] = []
+
+    def _run(self, feeds: list[np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
 
     def __call__(self, *args: Any) -> Tensor:
         x = args[0]
-        feeds = {self.inputs[0]: x.detach().float().cpu().numpy()}
+        feeds = [x.detach().float().cpu().numpy()]
         if len(self.inputs) > 1:
             cond = args[1]
             cond = torch.full((x.shape[0],), float(cond)) if not isinstance(cond, Tensor) else cond
-            feeds[self.inputs[1]] = cond.detach().float().cpu().numpy().reshape(x.shape[0])
-        return torch.from_numpy(self.session.run(None, feeds)[0]).to(x.device)
+            feeds.append(cond.detach().float().cpu().numpy().reshape(x.shape[0]))
+        return torch.from_numpy(np.array(self._run(feeds), dtype=np.float32, copy=True)).to(x.device)
 
-    def eval(self) -> OnnxRestorer:  # the scorers treat it like a network in eval mode
+    def eval(self) -> _ExportedRestorer:  # the scorers treat it like a network in eval mode
         return self
+
+
+class OnnxRestorer(_ExportedRestorer):
+    """The export run by an ONNX Runtime session (CPU, fp32)."""
+
+    backend = "onnxruntime"
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        super().__init__(path)
+        ort = _require("onnxruntime")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+
+    def _run(self, feeds: list[np.ndarray]) -> np.ndarray:
+        return self.session.run(None, dict(zip(self.inputs, feeds)))[0]
+
+
+class OpenVinoRestorer(_ExportedRestorer):
+    """The export compiled by OpenVINO for the CPU, in ``precision`` (fp32 or bf16: OpenVINO's
+    ``INFERENCE_PRECISION_HINT``; without the hint it would pick bf16 by itself on CPUs that have it)."""
+
+    backend = "openvino"
+
+    def __init__(self, path: Path, precision: str = "fp32", threads: int | None = None) -> None:
+        super().__init__(path)
+        ov = _require("openvino")
+        self.precision = precision
+        config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+                  "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads())}
+        self.compiled = ov.Core().compile_model(str(path), "CPU", config)
+        self.inputs = [i.get_any_name() for i in self.compiled.inputs]
+        self.request = self.compiled.create_infer_request()
+
+    def _run(self, feeds: list[np.ndarray]) -> np.ndarray:
+        self.request.infer(feeds)
+        return self.request.get_output_tensor(0).data
 
 
 def export_onnx(model: nn.Module, path: Path, patch_size: list[int], batch: int = 2) -> Path:
@@ -117,22 +177,27 @@ def export_onnx(model: nn.Module, path: Path, patch_size: list[int], batch: int 
     return path
 
 
-def check_against_torch(model: nn.Module, restorer: OnnxRestorer, patch_size: list[int], batch: int = 3) -> float:
-    """Max |difference| of the outputs on a seeded batch (other than the export's); raises above the tolerance."""
+def check_against_torch(model: nn.Module, restorer: _ExportedRestorer, patch_size: list[int], batch: int = 3) -> float:
+    """Max |difference| of the outputs on a seeded batch (other than the export's); raises above the tolerance
+    of the restorer's precision."""
     example = _example_inputs(model, patch_size, batch, seed=1)
     with torch.no_grad():
         expected = model.float()(*example).float()
     got = restorer(*example)
     diff = float((got - expected).abs().max())
-    if not np.isfinite(diff) or diff > CHECK_TOLERANCE:
-        raise BackendError(f"the ONNX export {restorer.path} differs from the PyTorch network by {diff:.3g} "
-                           f"(> {CHECK_TOLERANCE}): delete it to export again, or use --backend torch")
+    tolerance = BF16_CHECK_TOLERANCE if restorer.precision == "bf16" else CHECK_TOLERANCE
+    if not np.isfinite(diff) or diff > tolerance:
+        raise BackendError(f"the ONNX export {restorer.path} run by {restorer.backend} ({restorer.precision}) differs "
+                           f"from the PyTorch network by {diff:.3g} (> {tolerance}): delete it to export again, or use "
+                           "--backend torch")
     return diff
 
 
-def onnx_restorer(model: nn.Module, fold_folder: Path, checkpoint: str, patch_size: list[int]) -> OnnxRestorer:
-    """The fold's cached export for ``checkpoint`` (exported now if missing), checked against PyTorch."""
-    _require_onnxruntime()
+def exported_restorer(name: str, model: nn.Module, fold_folder: Path, checkpoint: str, patch_size: list[int],
+                      precision: str = "fp32") -> _ExportedRestorer:
+    """The fold's cached export for ``checkpoint`` (exported now if missing), run by backend ``name``
+    (``onnxruntime``: fp32; ``openvino``: ``precision``), checked against PyTorch."""
+    _require(name)
     path = fold_folder / f"restorer_{checkpoint_digest(fold_folder / checkpoint)}.onnx"
     if not path.is_file():
         try:
@@ -141,12 +206,17 @@ def onnx_restorer(model: nn.Module, fold_folder: Path, checkpoint: str, patch_si
             raise BackendError(f"exporting {fold_folder / checkpoint} to ONNX failed ({type(e).__name__}: {e}); "
                                "use --backend torch") from e
     try:
-        restorer = OnnxRestorer(path)
-    except Exception as e:  # onnxruntime raises its own exception types for unreadable models
-        raise BackendError(f"ONNX Runtime cannot load {path} ({type(e).__name__}: {e}): delete it to export again, "
-                           "or use --backend torch") from e
+        restorer = OpenVinoRestorer(path, precision) if name == "openvino" else OnnxRestorer(path)
+    except Exception as e:  # the runtimes raise their own exception types for unreadable models
+        raise BackendError(f"{name} cannot load {path} ({type(e).__name__}: {e}): delete it to export again, or use "
+                           "--backend torch") from e
     check_against_torch(model, restorer, patch_size)
     return restorer
+
+
+def onnx_restorer(model: nn.Module, fold_folder: Path, checkpoint: str, patch_size: list[int]) -> OnnxRestorer:
+    """The fold's export run by ONNX Runtime (see :func:`exported_restorer`)."""
+    return exported_restorer("onnxruntime", model, fold_folder, checkpoint, patch_size)  # type: ignore[return-value]
 
 
 def _seconds(fn: Any, example: tuple[Tensor, ...]) -> float:
@@ -161,28 +231,27 @@ def _seconds(fn: Any, example: tuple[Tensor, ...]) -> float:
 
 
 def choose_backend(name: str, device: torch.device, precision: str) -> str:
-    """``name`` checked against this run (ONNX Runtime runs on the CPU, in fp32); ``auto`` is resolved per fold."""
+    """``name`` checked against this run (the exported backends run on the CPU); ``auto`` is resolved per fold."""
     if name not in BACKENDS:
         raise BackendError(f"unknown backend '{name}'; choose one of {', '.join(BACKENDS)}")
-    if name == "onnxruntime":
-        _require_onnxruntime()
+    if name in EXPORTED:
+        _require(name)
         if device.type != "cpu":
-            raise BackendError(f"--backend onnxruntime runs on the CPU, but the device is {device}: add --device cpu "
+            raise BackendError(f"--backend {name} runs on the CPU, but the device is {device}: add --device cpu "
                                "or use --backend torch")
-    if name == "auto" and (device.type != "cpu" or not onnxruntime_available()):
+    if name == "auto" and (device.type != "cpu" or not any(backend_available(b) for b in EXPORTED)):
         return "torch"
     return name
 
 
 def restorer_for(name: str, model: nn.Module, fold_folder: Path, checkpoint: str, patch_size: list[int],
                  batch: int, precision: str) -> tuple[Any, str]:
-    """``(callable restorer, backend used)`` for one fold; ``auto`` measures both on a batch of ``batch`` patches
-    (the torch side in ``precision``) and keeps the faster."""
+    """``(callable restorer, backend used)`` for one fold; ``auto`` measures every available backend on a batch
+    of ``batch`` patches (torch and OpenVINO in ``precision``, ONNX Runtime in fp32) and keeps the fastest."""
     if name == "torch":
         return model, "torch"
-    restorer = onnx_restorer(model, fold_folder, checkpoint, patch_size)
-    if name == "onnxruntime":
-        return restorer, "onnxruntime"
+    if name in EXPORTED:
+        return exported_restorer(name, model, fold_folder, checkpoint, patch_size, precision), name
     from uadnet.utilities.torch_utils import autocast
 
     example = _example_inputs(model, patch_size, batch, seed=2)
@@ -191,8 +260,13 @@ def restorer_for(name: str, model: nn.Module, fold_folder: Path, checkpoint: str
         with autocast(torch.device("cpu"), precision):
             return model(*inputs)
 
-    t_torch, t_onnx = _seconds(torch_run, example), _seconds(restorer, example)
-    chosen = "onnxruntime" if t_onnx < t_torch else "torch"
-    print(f"--backend auto: {fold_folder.name} restorer {t_torch:.3f} s with torch ({precision}), {t_onnx:.3f} s "
-          f"with onnxruntime (fp32) per batch of {batch}: using {chosen}")
-    return (restorer if chosen == "onnxruntime" else model), chosen
+    candidates: dict[str, Any] = {"torch": model}
+    for b in EXPORTED:
+        if backend_available(b):
+            candidates[b] = exported_restorer(b, model, fold_folder, checkpoint, patch_size, precision)
+    times = {b: _seconds(torch_run if b == "torch" else r, example) for b, r in candidates.items()}
+    chosen = min(times, key=times.get)
+    listing = ", ".join(f"{t:.3f} s with {b} ({getattr(candidates[b], 'precision', precision)})"
+                        for b, t in times.items())
+    print(f"--backend auto: {fold_folder.name} restorer {listing} per batch of {batch}: using {chosen}")
+    return candidates[chosen], chosen

@@ -3,7 +3,10 @@
 Per case: ``<case><ending>`` float32 anomaly map and ``<case>_mask<ending>`` uint8 mask (map >= voxel threshold),
 both on the exact input grid, and ``per_case/<case>.json`` (written last: a case is finished when it exists). For
 the folder: ``scores.csv`` (case, score, flagged) and ``prediction.json`` (at least ``voxel_threshold`` and
-``case_threshold``). Everything is written atomically; the input folder is never written to.
+``case_threshold``). Everything is written atomically; the input folder is never written to. With ``--output_format
+mood`` the maps and masks are replaced by the MOOD challenge's ``pixel/`` and ``sample/`` files
+(``uadnet.inference.mood``); ``uadnet_ensemble`` writes this layout from averaged folders
+(``uadnet.inference.ensemble``).
 """
 
 from __future__ import annotations

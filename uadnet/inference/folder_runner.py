@@ -38,6 +38,7 @@ from uadnet.inference.export import (
     write_map_and_mask,
     write_scores_csv,
 )
+from uadnet.inference.mood import OUTPUT_FORMATS, mapping_record, mood_outputs, write_mood_case
 from uadnet.utilities.file_io import save_json
 
 
@@ -77,12 +78,21 @@ class FolderRun:
     progress_bar: bool = True
     desc: str = "predicting"
     prefetch: int = 2
+    output_format: str = "uadnet"  # or "mood": the MOOD challenge's layout (uadnet.inference.mood)
 
 
-def is_finished(scorer: CaseScorer, output_folder: Path, case: str) -> bool:
-    """All outputs of ``case`` exist (the record is written last)."""
+def _outputs(scorer: CaseScorer, output_folder: Path, case: str, output_format: str) -> dict[str, Path]:
+    """The files ``case`` gets in ``output_format`` (the restoration, if written, keeps its usual place)."""
     o = case_outputs(output_folder, case, scorer.output_ending)
-    needed = ["map", "mask", "record"] + (["restoration"] if scorer.writes_restoration else [])
+    if output_format == "mood":
+        return {**mood_outputs(output_folder, case, scorer.output_ending), "restoration": o["restoration"]}
+    return o
+
+
+def is_finished(scorer: CaseScorer, output_folder: Path, case: str, output_format: str = "uadnet") -> bool:
+    """All outputs of ``case`` in ``output_format`` exist (the record is written last)."""
+    o = _outputs(scorer, output_folder, case, output_format)
+    needed = [k for k in o if k != "restoration"] + (["restoration"] if scorer.writes_restoration else [])
     return all(o[k].exists() for k in needed)
 
 
@@ -100,24 +110,29 @@ def _score(scorer: CaseScorer, loaded: Any, props: dict[str, Any]) -> dict[str, 
     return scorer.score_case(loaded, props)
 
 
-def _write(scorer: CaseScorer, output_folder: Path, case: Case, result: dict[str, Any], props: dict[str, Any]
-           ) -> dict[str, Any]:
-    """Writer stage: maps, masks and restoration, then the record (the case is finished when it exists)."""
-    o = case_outputs(output_folder, case.identifier, scorer.output_ending)
-    write_map_and_mask(scorer.reader, result["map"], props, o, scorer.voxel_threshold)
-    if "restoration" in result:
-        scorer.reader.write(result["restoration"][:1].astype(np.float32), o["restoration"], props)
+def _write(scorer: CaseScorer, output_folder: Path, case: Case, result: dict[str, Any], props: dict[str, Any],
+           output_format: str = "uadnet") -> dict[str, Any]:
+    """Writer stage: maps and masks (or the MOOD pixel map and sample score) and restoration, then the record (the
+    case is finished when it exists)."""
+    o = _outputs(scorer, output_folder, case.identifier, output_format)
     record = case_record(case, result["map"], result["score"], scorer.voxel_threshold, scorer.case_threshold,
                          result["seconds"])
+    if output_format == "mood":
+        record["mood_sample_score"] = write_mood_case(scorer.reader, result["map"], result["score"], props, o,
+                                                      scorer.voxel_threshold, scorer.case_threshold)
+    else:
+        write_map_and_mask(scorer.reader, result["map"], props, o, scorer.voxel_threshold)
+    if "restoration" in result:
+        scorer.reader.write(result["restoration"][:1].astype(np.float32), o["restoration"], props)
     save_json(record, o["record"])
     return record
 
 
-def run_case(scorer: CaseScorer, output_folder: Path, case: Case) -> dict[str, Any]:
+def run_case(scorer: CaseScorer, output_folder: Path, case: Case, output_format: str = "uadnet") -> dict[str, Any]:
     """Score one case and write its outputs (record last), in this thread; returns the record."""
-    start_case(case_outputs(output_folder, case.identifier, scorer.output_ending))
+    start_case(_outputs(scorer, output_folder, case.identifier, output_format))
     loaded, props = _load(scorer, case)
-    return _write(scorer, output_folder, case, _score(scorer, loaded, props), props)
+    return _write(scorer, output_folder, case, _score(scorer, loaded, props), props, output_format)
 
 
 def _pending_cases(scorer: CaseScorer, run: FolderRun, error: type[Exception]
@@ -130,6 +145,8 @@ def _pending_cases(scorer: CaseScorer, run: FolderRun, error: type[Exception]
         raise error(f"--part_id must be in 0..{run.num_parts - 1}, got {run.part_id}")
     if run.prefetch < 0:
         raise error(f"prefetch must be 0 or more, got {run.prefetch}")
+    if run.output_format not in OUTPUT_FORMATS:
+        raise error(f"--output_format must be one of {', '.join(OUTPUT_FORMATS)}, got '{run.output_format}'")
     file_ending = scorer.file_ending
     listing = list_cases(inp, file_ending)
     failures = [(p.name, f"file name does not follow <case>_<channel 0000>{file_ending}") for p in listing.unmatched]
@@ -142,7 +159,7 @@ def _pending_cases(scorer: CaseScorer, run: FolderRun, error: type[Exception]
     if not cases and not failures:
         raise error(f"part {run.part_id} of {run.num_parts} holds no case: {inp} has only {len(listing.cases)} "
                     f"case(s); use at most --num_parts {len(listing.cases)}")
-    todo = [c for c in cases if not (run.continue_prediction and is_finished(scorer, out, c))]
+    todo = [c for c in cases if not (run.continue_prediction and is_finished(scorer, out, c, run.output_format))]
     if len(todo) < len(cases):
         print(f"{len(cases) - len(todo)} case(s) already predicted, {len(todo)} to go")
     return out, listing.cases, todo, failures
@@ -161,7 +178,11 @@ def run_folder(scorer: CaseScorer, run: FolderRun, *, fatal: tuple[type[BaseExce
     out, all_cases, todo, failures = _pending_cases(scorer, run, error)
     out.mkdir(parents=True, exist_ok=True)
     (out / PER_CASE).mkdir(exist_ok=True)
-    save_json(scorer.prediction_json(), out / PREDICTION_FILE)
+    info = scorer.prediction_json()
+    if run.output_format != "uadnet":
+        info = {**info, "output_format": run.output_format,
+                "mood": mapping_record(scorer.voxel_threshold, scorer.case_threshold)}
+    save_json(info, out / PREDICTION_FILE)
 
     def failed(name: str, e: BaseException) -> None:
         if isinstance(e, (KeyboardInterrupt, *fatal)):
@@ -174,22 +195,27 @@ def run_folder(scorer: CaseScorer, run: FolderRun, *, fatal: tuple[type[BaseExce
     if run.prefetch == 0:
         for name in todo:
             try:
-                run_case(scorer, out, all_cases[name])
+                run_case(scorer, out, all_cases[name], run.output_format)
             except BaseException as e:  # noqa: BLE001 - failed() re-raises what must stop the run
                 failed(name, e)
             bar.update()
     else:
-        _run_pipelined(scorer, out, [all_cases[n] for n in todo], run.prefetch, failed, bar)
+        _run_pipelined(scorer, out, [all_cases[n] for n in todo], run.prefetch, failed, bar, run.output_format)
     bar.close()
     n = write_scores_csv(out, list(all_cases))
-    print(f"{n} case(s) in {out / SCORES_FILE}" + (f"; {summary(out)}" if summary is not None else ""))
+    tail = summary(out) if summary is not None else None
+    if run.output_format == "mood":
+        tail = (f"MOOD layout: {out / 'pixel'} (voxel scores in [0, 1], 0.5 = the threshold "
+                f"{scorer.voxel_threshold:.4g}) and {out / 'sample'} (0.5 = the case threshold "
+                f"{scorer.case_threshold:.4g})")
+    print(f"{n} case(s) in {out / SCORES_FILE}" + (f"; {tail}" if tail else ""))
     for name, why in failures:
         print(f"FAILED {name}: {why}")
     return 1 if failures else 0
 
 
 def _run_pipelined(scorer: CaseScorer, out: Path, cases: list[Case], prefetch: int,
-                   failed: Callable[[str, BaseException], None], bar: tqdm) -> None:
+                   failed: Callable[[str, BaseException], None], bar: tqdm, output_format: str = "uadnet") -> None:
     """Load up to ``prefetch`` cases ahead in one thread, score here, export in another thread (at most
     ``prefetch`` exports pending)."""
     loads: deque[tuple[Case, Future]] = deque()
@@ -207,7 +233,7 @@ def _run_pipelined(scorer: CaseScorer, out: Path, cases: list[Case], prefetch: i
     def submit_load(loader: ThreadPoolExecutor) -> None:
         case = next(upcoming, None)
         if case is not None:
-            start_case(case_outputs(out, case.identifier, scorer.output_ending))  # not finished until rewritten
+            start_case(_outputs(scorer, out, case.identifier, output_format))  # not finished until rewritten
             loads.append((case, loader.submit(_load, scorer, case)))
 
     loader, writer = ThreadPoolExecutor(1, "uadnet-load"), ThreadPoolExecutor(1, "uadnet-write")
@@ -227,7 +253,7 @@ def _run_pipelined(scorer: CaseScorer, out: Path, cases: list[Case], prefetch: i
                 continue
             while len(writes) >= prefetch:
                 collect_write()
-            writes.append((case, writer.submit(_write, scorer, out, case, result, props)))
+            writes.append((case, writer.submit(_write, scorer, out, case, result, props, output_format)))
         while writes:
             collect_write()
     except BaseException:

@@ -11,13 +11,13 @@ at the calibrated threshold, ``case_restoration_0000<ending>`` with ``save_resto
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from uadnet import paths
+from uadnet import __version__, paths
 from uadnet.dataset.raw_dataset import Case
 from uadnet.imageio import reader_writer_class
 from uadnet.inference import export
@@ -45,7 +45,7 @@ class PredictionError(RuntimeError):
 class PredictionSettings:
     input_folder: Path
     output_folder: Path
-    dataset: str | int
+    dataset: str | int | None  # None with model_folder
     configuration: str | None = None
     method: str = "cold_ensemble"
     plans_name: str = paths.DEFAULT_PLANS_NAME
@@ -58,10 +58,11 @@ class PredictionSettings:
     device: str | None = None  # None: the plans' compute.device (auto: the best available)
     step_size: float | None = None
     precision: str | None = None
-    backend: str = "torch"  # torch | onnxruntime | auto (uadnet.inference.backends)
+    backend: str = "torch"  # torch | onnxruntime | openvino | auto (uadnet.inference.backends)
     fpr: float = 0.01
     progress_bar: bool = True
-    model_folder: Path | None = None  # overrides dataset/method/plans/configuration lookup
+    model_folder: Path | None = None  # <method>__<plans>__<configuration>: replaces the dataset/method/plans lookup
+    output_format: str = "uadnet"  # or "mood": the MOOD challenge's layout (uadnet.inference.mood)
     extra: dict = field(default_factory=dict)
 
 
@@ -83,10 +84,29 @@ def model_folder_for(dataset: str | int, method: str, plans_name: str, configura
     return folder
 
 
+def settings_for_model_folder(settings: PredictionSettings) -> PredictionSettings:
+    """``settings`` with method, plans name and configuration read from the name of ``settings.model_folder``
+    (``<method>__<plans>__<configuration>``); a different ``configuration`` asked for is an error. Needs neither
+    the raw nor the preprocessed folder, nor the UADNET_* variables."""
+    folder = Path(settings.model_folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"model folder {folder} does not exist (a model zip is read by uadnet_predict and "
+                                "UadnetPredictor, or installed with uadnet_install_pretrained_model_from_zip)")
+    method, plans_name, configuration = paths.model_folder_parts(folder)
+    if settings.configuration not in (None, configuration):
+        raise PredictionError(f"{folder} holds configuration {configuration}, not {settings.configuration}: leave "
+                              "out -c, or choose the model folder of that configuration")
+    return replace(settings, model_folder=folder, method=method, plans_name=plans_name, configuration=configuration)
+
+
 class Predictor:
     """Loads the folds once; :meth:`predict_folder` runs a whole input folder (or one shard of it)."""
 
     def __init__(self, settings: PredictionSettings) -> None:
+        if settings.model_folder is not None:
+            settings = settings_for_model_folder(settings)
+        elif settings.dataset is None:
+            raise PredictionError("give the dataset the model was trained on (-d) or its model folder (--model_folder)")
         self.s = settings
         self.model_folder = settings.model_folder or model_folder_for(settings.dataset, settings.method,
                                                                       settings.plans_name, settings.configuration)
@@ -147,14 +167,18 @@ class Predictor:
         if "onnxruntime" in used.values() and calibrated_precision not in (None, "fp32") and self.precision != "fp32":
             print(f"WARNING: the thresholds were calibrated with precision {calibrated_precision}; onnxruntime runs "
                   "fp32: the stated false-positive rate is approximate")
+        if "openvino" in used.values():  # the same network, another runtime's rounding (bf16 differs most)
+            print("note: the restorer runs in OpenVINO (checked against PyTorch before use); the thresholds were "
+                  "calibrated with PyTorch")
         return used
 
     # -------------------------------------------------------------------------------------------- one case
-    def score_case(self, image: np.ndarray, properties: dict) -> dict:
+    def score_case(self, image: np.ndarray, properties: dict, with_restoration: bool | None = None) -> dict:
         """Score one case read by the dataset's reader (``image`` (c, z, y, x)). Returns ``map`` (z, y, x) and
-        ``restoration`` (c, z, y, x, in the input's intensity units) on the input grid, ``score`` (case score, on
-        the preprocessed grid like the calibration) and timings (s)."""
-        return self.score_prepared(self.prepare(image, properties))
+        ``restoration`` (c, z, y, x, in the input's intensity units; with ``with_restoration``, default
+        ``save_restorations``) on the input grid, ``score`` (case score, on the preprocessed grid like the
+        calibration) and timings (s)."""
+        return self.score_prepared(self.prepare(image, properties), with_restoration)
 
     def prepare(self, image: np.ndarray, properties: dict) -> tuple[PreprocessedCase, float]:
         """Preprocessing of one case (the part of :meth:`score_case` the folder runner does ahead, in its loader
@@ -162,15 +186,16 @@ class Predictor:
         t0 = time.perf_counter()
         return preprocess_case(image, properties, self.plans, self.config_name), time.perf_counter() - t0
 
-    def score_prepared(self, prepared: tuple[PreprocessedCase, float]) -> dict:
+    def score_prepared(self, prepared: tuple[PreprocessedCase, float], with_restoration: bool | None = None) -> dict:
         """The network part of :meth:`score_case`, for a case from :meth:`prepare`."""
+        want_restoration = self.s.save_restorations if with_restoration is None else with_restoration
         pre, preprocessing_seconds = prepared
         t1 = time.perf_counter()
         inf = self.cfg.inference
         step = self.step_size
         spacing = pre.properties["spacing_after_resampling"]
         total_score = np.zeros(pre.data.shape[1:], np.float32)
-        total_restoration = np.zeros(pre.data.shape, np.float32) if self.s.save_restorations else None
+        total_restoration = np.zeros(pre.data.shape, np.float32) if want_restoration else None
         for f in self.folds:
             scorer = self.method.scorer(f.model, self.precision)
             score, restoration = score_volume(scorer, pre.data, self.cfg.patch_size, step, inf.gaussian_sigma_scale,
@@ -211,8 +236,8 @@ class Predictor:
                 "postprocessing_per_fold": {f.fold: f.postprocessing.to_dict() for f in self.folds},
                 "step_size": self.step_size, "precision": self.precision, "device": str(self.device),
                 "run_settings": self.run_settings.to_dict(), "backend_per_fold": self.backends,
-                "uadnet_version": self.plans.uadnet_version, "settings": {k: str(v) for k, v in
-                                                                           asdict(self.s).items()}}
+                "uadnet_version": __version__, "plans_uadnet_version": self.plans.uadnet_version,
+                "settings": {k: str(v) for k, v in asdict(self.s).items()}}
 
     def predict_folder(self) -> int:
         """Predict every case of the input folder (this shard); returns 0, or 1 if any case failed."""
@@ -220,7 +245,8 @@ class Predictor:
         # (measured on 2 cores: no gain, documentation/benchmarks.md), so there the stages run one after the other
         prefetch = 0 if self.device.type == "cpu" else 2
         run = FolderRun(self.s.input_folder, self.s.output_folder, self.s.num_parts, self.s.part_id,
-                        self.s.continue_prediction, self.s.progress_bar, "predicting", prefetch)
+                        self.s.continue_prediction, self.s.progress_bar, "predicting", prefetch,
+                        output_format=self.s.output_format)
         return run_folder(
             self, run, fatal=(torch.cuda.OutOfMemoryError,), error=PredictionError,
             summary=lambda out: f"maps, masks (threshold {self.voxel_threshold:.4g} at {self.s.fpr:g} false-positive "

@@ -16,6 +16,7 @@ so a run interrupted and continued with ``--c`` ends with the weights of an unin
 from __future__ import annotations
 
 import math
+import os
 import signal
 import statistics
 import time
@@ -29,7 +30,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from uadnet import paths
+from uadnet import __version__, paths
 from uadnet.methods import build_method
 from uadnet.plans import FINGERPRINT_FILE, SPLITS_FILE, Plans
 from uadnet.postprocessing.postprocessing import POSTPROCESSING_FILE
@@ -138,8 +139,8 @@ class Trainer:
     def _meta(self) -> dict[str, Any]:
         return {"dataset": self.dataset_name, "method": self.s.method, "configuration": self.config_name,
                 "plans_name": self.s.plans_name, "fold": str(self.s.fold), "seed": self.s.seed,
-                "precision": self.precision, "world_size": self.ctx.world_size, "uadnet_version":
-                self.plans.uadnet_version, "run_settings": self.run_settings.to_dict()}
+                "precision": self.precision, "world_size": self.ctx.world_size, "uadnet_version": __version__,
+                "plans_uadnet_version": self.plans.uadnet_version, "run_settings": self.run_settings.to_dict()}
 
     # ------------------------------------------------------------------------------------------- state I/O
     def _state(self, iteration: int) -> dict[str, Any]:
@@ -362,8 +363,11 @@ class Trainer:
     def _catch_ctrl_c(self) -> Any:
         """First Ctrl-C: finish the current iteration, write a checkpoint, stop. Second: stop at once (the last
         periodic checkpoint is then the one to continue from). Returns the previous handler (None if not set)."""
+        trainer_pid = os.getpid()
 
         def handler(signum: int, frame: Any) -> None:
+            if os.getpid() != trainer_pid:  # a forked data-loading worker inherited this handler: the trainer stops it
+                return
             if self.stop_requested:
                 raise KeyboardInterrupt
             self.stop_requested = True
@@ -383,7 +387,7 @@ class Trainer:
             record, result = postprocess_and_calibrate(scorer, self.validation_cases, self.cfg, self.device)
             about = {"checkpoint": ckpt.FINAL, "fold": str(self.s.fold), "method": self.s.method,
                      "configuration": self.config_name, "precision": self.precision,
-                     "step_size": self.cfg.inference.step_size}
+                     "step_size": self.cfg.inference.step_size, "uadnet_version": __version__}
             save_json({**record, **about}, self.folder / POSTPROCESSING_FILE)
             save_json({**result, **about}, self.folder / CALIBRATION_FILE)
             kept = [k for k, v in record["postprocessing"].items() if v]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import signal
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -13,6 +14,12 @@ from tqdm import tqdm
 
 class WorkerError(RuntimeError):
     """A worker failed on one item (its exception is chained) or died."""
+
+
+def _leave_ctrl_c_to_the_parent() -> None:
+    """Worker initializer: ignore SIGINT, so Ctrl-C ends the run once, in the main process, without a traceback
+    from every worker (the pool then finishes the items in flight and stops)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], num_processes: int, desc: str,
@@ -37,7 +44,8 @@ def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], num_processes: 
     ctx = multiprocessing.get_context("spawn")
     # at most num_processes items in flight, so a dying worker can be pinned to the few items it may have held
     pending = iter(range(len(items)))
-    with ProcessPoolExecutor(max_workers=num_processes, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=num_processes, mp_context=ctx,
+                             initializer=_leave_ctrl_c_to_the_parent) as pool:
         futures = {}
 
         def submit_next() -> None:

@@ -7,7 +7,7 @@ Folders (as ``uadnet_predict`` writes them):
   optionally ``<case>_restoration_0000.<ending>``, ``scores.csv`` and ``prediction.json``;
 - labels (optional): ``<case>.<ending>``, anomalous where > 0.
 
-Arrays are ``(z, y, x)`` (rows y, columns x of an axial slice z); spacing is in mm, ``(z, y, x)`` order.
+Arrays are ``(z, y, x)`` (rows y, columns x of slice z, the file's slice axis); spacing is in mm, ``(z, y, x)`` order.
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ def load_case(files: CaseFiles, voxel_threshold: float | None = None) -> CaseDat
 
 
 def pick_slices(amap: np.ndarray, num_slices: int) -> list[int]:
-    """Indices of the ``num_slices`` axial slices (axis 0 of ``(z, y, x)``) with the largest map sum, ascending.
+    """Indices of the ``num_slices`` z slices (axis 0 of ``(z, y, x)``) with the largest map sum, ascending.
 
     Ties go to the lower index; fewer are returned when the volume has fewer slices.
     """

@@ -40,6 +40,7 @@ setup(
             "uadnet_install_pretrained_model_from_zip=uadnet.cli.install_pretrained_model_from_zip:main",
             "uadnet_baseline=uadnet.cli.baseline:main",
             "uadnet_ensemble=uadnet.cli.ensemble:main",
+            "uadnet_find_best_configuration=uadnet.cli.find_best_configuration:main",
             "uadnet_evaluate=uadnet.cli.evaluate:main",
             "uadnet_plot_overlays=uadnet.cli.plot_overlays:main",
         ]

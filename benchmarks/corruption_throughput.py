@@ -12,11 +12,16 @@ restorer arrives with the trainer). Medians of ``repeats`` runs.
 from __future__ import annotations
 
 import argparse
+import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import cpu_label
 
 DOC = Path(__file__).resolve().parents[1] / "documentation" / "benchmarks.md"
 START, END = "<!-- corruption:start -->", "<!-- corruption:end -->"
@@ -118,14 +123,16 @@ def main() -> None:
             sec = statistics.median(per_run)
             rows.append((dim, name, 1 / sec, sec * batch, step, batch))
     lines = [START, "## Corruption throughput (one core) vs one training step (two cores)", "",
-             (f"Medians of {args.repeats} runs. A batch is {args.batch} 2D samples of 128² or 2 3D samples of 64³; "
+             (f"{platform.machine()} CPU {cpu_label()}: the families on 1 thread, the training step on 2 threads. "
+             f"Medians of {args.repeats} runs. A batch is {args.batch} 2D samples of 128² or 2 3D samples of 64³; "
              "\"step\" is one fp32 forward + backward + AdamW step of a stand-in UNet with the planner's CPU widths "
              "(16-32-64-128-128) on that batch."), "",
              "| dim | family | samples/s (1 core) | corrupting a batch (s) | training step (s) | ratio |",
              "|---|---|---|---|---|---|"]
     for dim, name, sps, batch_s, step, _ in rows:
         lines.append(f"| {dim}D | `{name}` | {sps:.1f} | {batch_s:.3f} | {step:.3f} | {batch_s / step:.2f} |")
-    lines += ["", "Reproduce: `python benchmarks/corruption_throughput.py --write`", END]
+    lines += ["", (f"Reproduce: `python benchmarks/corruption_throughput.py --repeats {args.repeats} --batch "
+                   f"{args.batch} --write`"), END]
     text = "\n".join(lines)
     print(text)
     if args.write:

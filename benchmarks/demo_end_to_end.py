@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import use_root, write_section
+from _common import cpu_label, use_root, write_section
 
 
 def tree_rss_mb(root_pid: int) -> float:
@@ -75,12 +76,13 @@ def main() -> None:
     best = re.findall(r"best validation AP ([0-9.]+)", log_text)
     trained = (f"{iterations[-1]} iterations, best validation AP {float(best[-1]):.3f}" if iterations and best
                else "?")
+    extra = "".join(" " + a for a in args.demo_args)
     text = "\n".join([
         "## `uadnet_demo` end to end",
         "",
-        (f"`uadnet_demo{''.join(' ' + a for a in args.demo_args)}` with its defaults, from an empty folder on this machine (2 "
-         "cores): builds the demo dataset, plans, preprocesses, trains `cold_ensemble` 2d fold 0 for the default "
-         "budget, predicts the 20 test brains, evaluates and draws the overlays."),
+        (f"`uadnet_demo{extra}` with its defaults, from an empty folder on {platform.machine()} CPU {cpu_label()}, "
+         f"{len(os.sched_getaffinity(0))} cores: builds the demo dataset, plans, preprocesses, trains `cold_ensemble` "
+         "2d fold 0 for the default budget, predicts the 20 test brains, evaluates and draws the overlays."),
         "",
         ("| wall time | peak memory (whole process tree) | training | test pooled AP | best Dice | Dice @1 % FPR "
          "| voxel AUROC | case AUROC |"),
@@ -91,7 +93,8 @@ def main() -> None:
         "",
         "Targets: ≤ 35 min, ≤ 6 GB. One run.",
         "",
-        "Reproduce: `python benchmarks/demo_end_to_end.py --root /tmp/uadnet_demo_bench --write`",
+        (f"Reproduce: `python benchmarks/demo_end_to_end.py --root /tmp/uadnet_demo_bench --write"
+         f"{' --' + extra if extra else ''}`"),
     ])
     print(text)
     if args.write:

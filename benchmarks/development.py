@@ -262,7 +262,10 @@ def main() -> None:
         figure = DOC.parent / "figures" / "development_learning_curves.png"
         learning_curves(args.root, figure)
         write_section("development", f"## Development runs\n\nMachine: {platform.machine()}.\n\n{text}\n"
-                      f"![learning curves](figures/{figure.name})")
+                      f"![learning curves](figures/{figure.name})\n\n"
+                      "Reproduce: `python benchmarks/development.py --root ROOT --table --write` (the table and the "
+                      "figure from the records in `ROOT/records`; one row: `python benchmarks/development.py --root "
+                      "ROOT --dataset DATASET --variant NAME [--set KEY=JSON ...]`, its edits stored in its record)")
 
 
 if __name__ == "__main__":

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import demo_plans, median_of_runs, peak_rss_mb, write_section
+from _common import cpu_label, demo_plans, median_of_runs, peak_rss_mb, write_section
 
 DATASET_ID = 991
 
@@ -49,6 +50,7 @@ def measure(root: str, precision: str, batched: bool) -> dict:
     import time
 
     import numpy as np
+    import torch
 
     from uadnet.imageio import reader_writer_for
     from uadnet.methods import build_method
@@ -83,7 +85,8 @@ def measure(root: str, precision: str, batched: bool) -> dict:
     t3 = time.perf_counter()
     return {"total": t3 - t0, "read_preprocess": t1 - t0, "scoring": t2 - t1, "export": t3 - t2,
             "peak_mb": peak_rss_mb(), "shape": list(image.shape[1:]), "preprocessed": list(pre.data.shape[1:]),
-            "patch": cfg.patch_size, "config": cfg_name, "k": len(severities), "batch": cfg.inference.batch_size}
+            "patch": cfg.patch_size, "config": cfg_name, "k": len(severities), "batch": cfg.inference.batch_size,
+            "threads": torch.get_num_threads()}
 
 
 def main() -> None:
@@ -115,16 +118,18 @@ def main() -> None:
     text = "\n".join([
         "## Prediction of one 1 mm brain volume",
         "",
-        (f"`python benchmarks/prediction_speed.py --root ROOT --write`: one demo test volume at 1 mm "
-         f"({info['shape']} voxels, {info['preprocessed']} after crop), plans made on this machine for it "
-         f"(configuration {info['config']}, patch {info['patch']}, {info['batch']} tiles per forward, K = "
-         f"{info['k']} severities), one fold, 2 CPU cores; whole per-case path incl. reading and writing. Median of "
-         f"{args.repeats} fresh processes."),
+        (f"One demo test volume at 1 mm ({info['shape']} voxels, {info['preprocessed']} after crop), plans made "
+         f"on this machine for it (configuration {info['config']}, patch {info['patch']}, {info['batch']} tiles "
+         f"per forward, K = {info['k']} severities), one fold, {platform.machine()} CPU {cpu_label()}, "
+         f"{info['threads']} threads; whole per-case path incl. reading and writing. Median of {args.repeats} fresh "
+         "processes."),
         "",
         ("| precision | K-batched (one forward of K·b tiles) | K-sequential | sequential / batched (scoring) "
          "| peak MB batched / sequential |"),
         "|---|---|---|---|---|",
         *rows,
+        "",
+        f"Reproduce: `python benchmarks/prediction_speed.py --root ROOT --repeats {args.repeats} --write`",
     ])
     print(text)
     if args.write:

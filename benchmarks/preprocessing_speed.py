@@ -16,9 +16,13 @@ import platform
 import resource
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import cpu_label
 
 DOC = Path(__file__).resolve().parents[1] / "documentation" / "benchmarks.md"
 START, END = "<!-- preprocessing:start -->", "<!-- preprocessing:end -->"
@@ -63,7 +67,8 @@ def run(n_cases: int, repeats: int, num_processes: int) -> dict:
         peak_mb = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                       resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
         return {"rows": rows, "n_cases": n_cases, "repeats": repeats, "shape": list(image.shape),
-                "build_s": t_build, "peak_mb": peak_mb, "hardware": hardware.to_dict()}
+                "build_s": t_build, "peak_mb": peak_mb, "hardware": hardware.to_dict(),
+                "cpu": f"{platform.machine()} CPU {cpu_label()}"}
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -75,7 +80,7 @@ def to_markdown(r: dict, num_processes: int) -> str:
         "## Fingerprint + preprocessing (`uadnet_plan_and_preprocess`)",
         "",
         (f"{r['n_cases']} healthy demo brains at 1 mm ({c} channels, {z}x{y}x{x} voxels, as built by "
-        f"`uadnet_make_demo_dataset --resolution 1`), {platform.processor() or platform.machine()}, "
+        f"`uadnet_make_demo_dataset --resolution 1`), {r['cpu']}, "
         f"{r['hardware']['num_cpus']} cores. Medians of {r['repeats']} runs. \"All\" = fingerprint + plans + "
         "preprocessing of every planned configuration (2d and 3d) + splits, from an empty preprocessed folder."),
         "",

@@ -27,6 +27,7 @@ import argparse
 import json
 import math
 import os
+import platform
 import re
 import shutil
 import statistics
@@ -36,7 +37,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DOC, use_root, write_section
+from _common import DOC, cpu_label, use_root, write_section
 
 DATASET_ID = 990
 NAME = f"Dataset{DATASET_ID:03d}_DemoBrain"
@@ -114,7 +115,8 @@ def run_row(root: Path, raw: Path, configuration: str, method: str, budget: floa
         shutil.rmtree(root / "results" / NAME / f"{method}__uadnet_plans__{configuration}", ignore_errors=True)
     log, pred = folder / "log.txt", folder / "predictions"
     record: dict = {"method": method, "configuration": configuration, "budget_minutes": budget,
-                    "validation_every": validation_every}
+                    "validation_every": validation_every,
+                    "cpu": f"{platform.machine()} CPU {cpu_label()}, {len(os.sched_getaffinity(0))} cores"}
     if method in TRAINED:
         fold = root / "results" / NAME / f"{method}__uadnet_plans__{configuration}" / "fold_0"
         train_file = folder / "train.json"
@@ -184,6 +186,8 @@ def table(records: list[dict], passes: dict[str, str], precision: str, n_train: 
     done = [r for r in records if "ap" in r]
     first = done[0] if done else {}
     budgets = sorted({r["budget_minutes"] for r in records if r["method"] in TRAINED})
+    # rows are kept across runs, so each names the machine it ran on (rows from before that: "not recorded")
+    machines = " / ".join(sorted({r.get("cpu", "2 cores (CPU model not recorded)") for r in done})) or "?"
     lines = [
         "## Detection quality on the demo brain (`benchmarks/quality.py`)",
         "",
@@ -191,7 +195,7 @@ def table(records: list[dict], passes: dict[str, str], precision: str, n_train: 
          "tumour / white-matter-hyperintensity / infarct lesions from generators no method trains on, the others "
          f"healthy), lesion prevalence {first.get('prevalence', float('nan')):.4f} of all voxels. Every trained row: "
          f"fold 0 of {n_train} healthy brains, **{' / '.join(f'{b:g}' for b in budgets)} minutes of training "
-         f"iterations** on 2 cores ({precision}; validation every {first.get('validation_every', '?')} iterations "
+         f"iterations** on {machines} ({precision}; validation every {first.get('validation_every', '?')} iterations "
          "for all), then the final validation, postprocessing choice and calibration (all included in *train "
          "wall*) and prediction of the test set with that one fold. Baselines: no training; thresholds "
          "calibrated on the fold-0 validation brains. Dice @1 % FPR uses the voxel threshold calibrated at 1 % "

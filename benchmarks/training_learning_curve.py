@@ -13,6 +13,7 @@ on) and records pixel AP. Writes the curve to ``documentation/benchmarks.md`` an
 from __future__ import annotations
 
 import argparse
+import platform
 import shutil
 import statistics
 import sys
@@ -20,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DOC, use_root, write_section
+from _common import DOC, cpu_label, use_root, write_section
 
 FIGURE = DOC.parent / "figures" / "demo_training_progress.png"
 
@@ -83,15 +84,14 @@ def main() -> None:
     rows = [f"| {int(i)} | {i * cfg.batch_size / 1000:.0f}k | {ap:.3f} |" for i, ap in zip(h["val_iteration"],
                                                                                           h["val_ap"])]
     test = evaluate_on_test_cases(args.root, fold.parent, args.fold)
-    intro = (f"`python benchmarks/training_learning_curve.py --root ROOT --budget {args.budget:g} --write` — demo dataset "
-        f"(40 healthy brains, 2 mm), default plans: patch {cfg.patch_size}, batch {cfg.batch_size}, "
-        f"{trainer.precision}, {torch.get_num_threads()} threads. {state['iteration']} iterations "
-        f"(median {seconds:.3f} s each, {cfg.batch_size / seconds:.0f} samples/s) in {minutes:.1f} min including "
-        "validation, postprocessing choice and calibration. Validation: pixel AP over the foreground of the fold's "
-        "held-out healthy cases with seeded many-tasks validation anomalies (fractal intensity, foreign patch), "
-        "scored with the ensemble of the plans' severities (EMA weights).")
+    intro = (f"Demo dataset (40 healthy brains, 2 mm), default plans: patch {cfg.patch_size}, batch {cfg.batch_size}, "
+        f"{trainer.precision}, {platform.machine()} CPU {cpu_label()}, {torch.get_num_threads()} threads. "
+        f"{state['iteration']} iterations (median {seconds:.3f} s each, {cfg.batch_size / seconds:.0f} samples/s) "
+        f"in {minutes:.1f} min including validation, postprocessing choice and calibration. Validation: pixel AP "
+        "over the foreground of the fold's held-out healthy cases with seeded many-tasks validation anomalies "
+        "(fractal intensity, foreign patch), scored with the ensemble of the plans' severities (EMA weights).")
     text = "\n".join([
-        "## Learning curve: `cold_ensemble` 2d on the demo brain (fold 0)",
+        f"## Learning curve: `cold_ensemble` 2d on the demo brain (fold {args.fold})",
         "",
         intro,
         "",
@@ -102,6 +102,9 @@ def main() -> None:
         f"![progress](figures/{FIGURE.name})",
         "",
         test,
+        "",
+        (f"Reproduce: `python benchmarks/training_learning_curve.py --root ROOT --budget {args.budget:g} --fold "
+         f"{args.fold} --write`"),
     ])
     print(text)
     if args.write:

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import demo_plans, median_of_runs, peak_rss_mb, write_section
+from _common import cpu_label, demo_plans, median_of_runs, peak_rss_mb, write_section
 
 
 def measure(plans_file: str, configuration: str, precision: str, steps: int) -> dict:
@@ -90,15 +91,18 @@ def main() -> None:
     text = "\n".join([
         "## Training throughput of the default plans",
         "",
-        (f"`python benchmarks/training_throughput.py --root ROOT --write`: demo plans (2 mm brains) on this CPU "
-         f"({info['threads']} threads), one training step = forward + L1 + backward + clip + AdamW + EMA of the "
-         f"real restorer; median of {args.repeats} fresh processes × {args.steps} steps. Peak = resident memory of "
-         "the whole process (Python, torch, model, optimiser, activations)."),
+        (f"Demo plans (2 mm brains) on {platform.machine()} CPU {cpu_label()}, {info['threads']} threads, one "
+         "training step = forward + L1 + backward + clip + AdamW + EMA of the real restorer; median of "
+         f"{args.repeats} fresh processes × {args.steps} steps. Peak = resident memory of the whole process "
+         "(Python, torch, model, optimiser, activations)."),
         "",
         ("| config | patch × batch | parameters | fp32 samples/s (s/step) | bf16 samples/s (s/step) | bf16 speed-up "
          "| peak MB fp32 / bf16 |"),
         "|---|---|---|---|---|---|---|",
         *rows,
+        "",
+        (f"Reproduce: `python benchmarks/training_throughput.py --root ROOT --steps {args.steps} --repeats "
+         f"{args.repeats} --write`"),
     ])
     print(text)
     if args.write:

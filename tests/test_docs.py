@@ -17,8 +17,9 @@ import uadnet
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "documentation").glob("*.md"))]
 COMMANDS = ("plan_and_preprocess", "make_demo_dataset", "plot_corruptions", "train", "demo", "predict", "baseline",
-            "evaluate", "plot_overlays", "ensemble", "export_model_to_zip", "install_pretrained_model_from_zip")
-OTHER_TOOLS = {"--nproc_per_node"}  # torchrun's, in the multi-GPU example
+            "evaluate", "plot_overlays", "ensemble", "export_model_to_zip", "install_pretrained_model_from_zip",
+            "find_best_configuration")
+OTHER_TOOLS = {"--nproc_per_node", "--index-url"}  # torchrun's (multi-GPU example), pip's (CUDA build of torch)
 FLAG = re.compile(r"(?<![\w-])(--[a-z][a-z0-9_-]*)")
 COMMAND = re.compile(r"\buadnet_(" + "|".join(COMMANDS) + r")\b")
 
@@ -76,6 +77,28 @@ def test_relative_links_and_anchors_resolve(doc):
         elif anchor and path.suffix == ".md" and anchor not in _anchors(path.read_text(encoding="utf-8")):
             broken.append(f"{target}#{anchor} (no such heading)")
     assert not broken, f"{doc.name}: " + ", ".join(broken)
+
+
+# --------------------------------------------------------------------------------------------- benchmark provenance
+CPU_NAMED = re.compile(r"AMD EPYC|Intel|Xeon|Apple M\d|CPU model not recorded")
+REPRODUCED = re.compile(r"python benchmarks/\w+\.py")
+
+
+def test_every_benchmark_figure_names_its_cpu_and_its_command():
+    """Every ``## `` section of benchmarks.md that holds a table names the CPU it was measured on (a model, or says
+    that the model was not recorded) and a ``python benchmarks/<script>.py`` command that reproduces it."""
+    text = (ROOT / "documentation" / "benchmarks.md").read_text(encoding="utf-8")
+    sections = re.split(r"^(?=## )", text, flags=re.MULTILINE)
+    wrong = []
+    for section in sections:
+        if not section.startswith("## ") or not re.search(r"^\|", section, flags=re.MULTILINE):
+            continue
+        title = section.splitlines()[0]
+        if not CPU_NAMED.search(section):
+            wrong.append(f"{title}: no CPU named")
+        if not REPRODUCED.search(section):
+            wrong.append(f"{title}: no python benchmarks/<script>.py command")
+    assert not wrong, "benchmark sections without provenance:\n" + "\n".join(wrong)
 
 
 # --------------------------------------------------------------------------------------------- Python examples

@@ -1,6 +1,7 @@
 """uadnet_ensemble: a folder with itself gives the folder back bit for bit; two differently scaled members are
 rescaled to the mean threshold (hand-computed values); mismatched cases, grids, --fpr and MOOD folders are refused
-naming the folder and the case, before anything is written."""
+naming the folder and the case, before anything is written; --recalibrate on a tiny model with itself gives its own
+calibrated thresholds and masks, and a member without a model folder is refused naming its prediction.json."""
 
 from __future__ import annotations
 
@@ -135,3 +136,53 @@ def test_mismatched_members_are_refused_naming_folder_and_case(tmp_path, capsys)
         ensemble_folders([a, mixed], out, progress_bar=False)
     assert ensemble_main(["-i", str(a), str(tmp_path / "nowhere"), "-o", str(out)]) == 1
     assert "prediction.json is missing" in capsys.readouterr().err
+
+
+def test_recalibrate_a_model_with_itself_gives_its_own_thresholds_and_masks(tiny_trained_model, tmp_path,
+                                                                            monkeypatch, capsys):
+    """--recalibrate scores fold 0's healthy validation cases again with the member's network; two copies of one
+    prediction folder combine to the member's own maps (weights exactly 1), so the thresholds are the quantiles
+    calibration.json was computed with, on the same cases: equal up to float rounding, and the masks equal."""
+    from uadnet.cli.predict import main as predict_main
+
+    monkeypatch.setenv("UADNET_PREPROCESSED", str(tiny_trained_model["preprocessed"]))
+    a, b, e = tmp_path / "a", tmp_path / "b", tmp_path / "e"
+    assert predict_main(["-i", str(tiny_trained_model["test_images"]), "-o", str(a), "--model_folder",
+                         str(tiny_trained_model["model_folder"]), "--device", "cpu", "--disable_progress_bar"]) == 0
+    shutil.copytree(a, b)
+    assert ensemble_main(["-i", str(a), str(b), "-o", str(e), "--recalibrate", "--device", "cpu",
+                          "--disable_progress_bar"]) == 0
+    calibration = json.loads((tiny_trained_model["model_folder"] / "fold_0" / "calibration.json").read_text("utf-8"))
+    member = json.loads((a / "prediction.json").read_text(encoding="utf-8"))
+    info = json.loads((e / "prediction.json").read_text(encoding="utf-8"))
+    thresholds = info["thresholds"]
+    assert thresholds["calibrated_false_positive_rate"] == member["fpr"] == 0.01
+    assert thresholds["per_fold"]["0"]["cases"] == calibration["cases"]  # the cases the member was calibrated on
+    # one fold: the ensemble's thresholds are fold 0's, and the member's are its fold 0's calibration.json ones
+    assert info["voxel_threshold"] == thresholds["per_fold"]["0"]["voxel_threshold"]
+    assert info["voxel_threshold"] == pytest.approx(member["voxel_threshold"], rel=1e-6)
+    assert info["case_threshold"] == pytest.approx(member["case_threshold"], rel=1e-6)
+    assert thresholds["per_fold"]["0"]["healthy_case_scores"] == pytest.approx(
+        calibration["healthy_case_scores"]["values"], rel=1e-6)
+    for case in ("test_000", "test_001"):
+        np.testing.assert_array_equal(_array(e / f"{case}.nii.gz"), _array(a / f"{case}.nii.gz"))
+        np.testing.assert_array_equal(_array(e / f"{case}_mask.nii.gz"), _array(a / f"{case}_mask.nii.gz"))
+        record = json.loads((e / "per_case" / f"{case}.json").read_text(encoding="utf-8"))
+        original = json.loads((a / "per_case" / f"{case}.json").read_text(encoding="utf-8"))
+        assert record["score"] == original["score"] and record["flagged"] == original["flagged"]
+        assert record["voxel_threshold"] == info["voxel_threshold"]
+
+    # a member that names no model folder (as a baseline's prediction.json) is refused naming its file
+    no_model = tmp_path / "no_model"
+    shutil.copytree(a, no_model)
+    (no_model / "prediction.json").write_text(json.dumps({k: v for k, v in member.items() if k != "model_folder"}),
+                                              encoding="utf-8")
+    assert ensemble_main(["-i", str(a), str(no_model), "-o", str(tmp_path / "x"), "--recalibrate",
+                          "--disable_progress_bar"]) == 1
+    err = capsys.readouterr().err
+    assert str(no_model.resolve() / "prediction.json") in err and "does not name the model that predicted it" in err
+    assert not (tmp_path / "x").exists()
+    # without the preprocessed dataset: the variable and the file are named
+    monkeypatch.setenv("UADNET_PREPROCESSED", str(tmp_path / "empty"))
+    with pytest.raises(FileNotFoundError, match="splits_final.json is missing: point UADNET_PREPROCESSED"):
+        ensemble_folders([a, b], tmp_path / "y", progress_bar=False, recalibrate_thresholds=True, device="cpu")

@@ -71,6 +71,25 @@ def test_profile_is_stored_reused_and_remeasured(tmp_path, monkeypatch):
     assert len(calls) == 3
 
 
+def test_bf16_speedup_is_measured_stored_and_an_older_bf16_profile_remeasured(tmp_path, monkeypatch):
+    rates = {"fp32": 100.0, "bf16": 230.0}
+    monkeypatch.setattr(hw, "_matmul_burst", lambda device, seconds=0.0, dtype="fp32": lambda: rates[dtype])
+    assert hw.measure_bf16_speedup("cpu") == hw.on_grid(2.3) == 2.0  # on the grid, rounded down
+    rates["bf16"] = 80.0
+    assert hw.measure_bf16_speedup("cpu") == 1.0  # never below 1
+    # a cached profile of a bf16 machine without the speed-up (written before it was measured) is measured again
+    identity = hw.machine_identity("cpu")
+    hw.save_profile(HardwareInfo("cpu", True, 2, 8.0, 64.0), tmp_path / hw.PROFILE_FILE, identity)
+    monkeypatch.setattr(hw, "detect_hardware", lambda device=None, measure=True: HardwareInfo(
+        "cpu", True, 2, 8.0, 64.0, bf16_speedup=2.0))
+    said: list[str] = []
+    assert hw.resolve_hardware("cpu", None, tmp_path, say=said.append).bf16_speedup == 2.0
+    assert any("predates" in m for m in said)
+    loaded, _ = hw.load_profile(tmp_path / hw.PROFILE_FILE)
+    assert loaded.bf16_speedup == 2.0  # stored, so the next planning reuses it
+    assert hw.resolve_hardware("cpu", None, tmp_path, say=said.append) == loaded
+
+
 @pytest.mark.parametrize("content, match", [
     ("not json", "not valid JSON"),
     ('["a"]', "expected a JSON object"),
@@ -78,6 +97,7 @@ def test_profile_is_stored_reused_and_remeasured(tmp_path, monkeypatch):
     ('{"hardware": {"gflops": "fast"}}', "wrong type"),
     ('{"hardware": {"gflops": -1}}', "positive"),
     ('{"hardware": {"speed": 3}}', "unknown key"),
+    ('{"hardware": {"bf16_speedup": 0}}', "bf16_speedup must be"),
 ])
 def test_bad_profile_names_the_file(tmp_path, content, match):
     bad = tmp_path / "bad_profile.json"

@@ -163,6 +163,29 @@ def test_budgets_shape_the_plans():
     assert min(short.patch_size) >= 32
 
 
+def test_the_measured_bf16_speedup_sets_the_estimate():
+    """A CPU whose bf16 matmuls run 4x faster (measured) plans half the fp32 seconds per training sample (the
+    training speed-up is the square root), one that was not measured (an older profile) the constant; the same
+    patch and network either way."""
+    from dataclasses import replace
+
+    from uadnet.planning.planner import BF16_SPEEDUP
+
+    fp = brain_1mm()
+    bf16 = replace(CPU, bf16=True)
+
+    def per_sample(hardware):
+        cfg = plan_experiment(fp, hardware, time_budget_minutes=20).configurations["2d"]
+        return cfg.training.estimated_seconds_per_iteration / cfg.batch_size, cfg.patch_size
+
+    fp32, patch = per_sample(CPU)
+    measured, measured_patch = per_sample(replace(bf16, bf16_speedup=4.0))
+    assumed, _ = per_sample(bf16)
+    assert measured_patch == patch
+    assert measured == pytest.approx(fp32 / 2, rel=0.01)
+    assert assumed == pytest.approx(fp32 / BF16_SPEEDUP, rel=0.01)
+
+
 def test_degenerate_inputs_terminate_with_sane_plans():
     # a tiny memory target with 3 mm slices used to loop forever while shrinking the patch
     fp = fingerprint([[3.0, 1.0, 1.0]] * 4, [[40, 300, 300]] * 4)

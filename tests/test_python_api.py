@@ -67,3 +67,21 @@ def test_predict_array_checks_its_inputs(tiny_trained_model):
             predictor.predict_files(".", "out", folds=["0"])
     with pytest.raises(ValueError, match="three positive"):
         properties_from_spacing((1.0, 0.0, 1.0))
+
+
+def test_a_postprocessing_file_of_an_older_form_names_the_file_and_the_refit(tiny_trained_model, tmp_path):
+    """A fold whose postprocessing.json holds the residual normalisation in the bin-edge form of a development
+    version is refused naming the file and the command that refits it (not a KeyError)."""
+    import json
+    import shutil
+
+    folder = tmp_path / tiny_trained_model["model_folder"].name
+    shutil.copytree(tiny_trained_model["model_folder"], folder)
+    pp_file = folder / "fold_0" / "postprocessing.json"
+    record = json.loads(pp_file.read_text(encoding="utf-8"))
+    record["postprocessing"]["residual_normalisation"] = {"intensity_edges": [0.5], "gradient_edges": [0.1],
+                                                          "table": [[1.0, 1.0], [1.0, 1.0]], "floor": 0.01,
+                                                          "quantile": 0.95}
+    pp_file.write_text(json.dumps(record), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"postprocessing\.json cannot be used .*intensity_edges.*--c --iterations 3"):
+        UadnetPredictor.from_model_folder(folder, device="cpu")

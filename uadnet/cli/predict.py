@@ -36,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-chk", "--checkpoint", default="checkpoint_final.pth",
                    help="checkpoint file of each fold (default %(default)s, the one calibration.json was made for)")
     p.add_argument("--save_restorations", action="store_true", help="also write case_restoration_0000<ending>")
+    p.add_argument("--save_uncertainty", action="store_true",
+                   help="also write case_uncertainty<ending>: per voxel, the standard deviation of the ensemble "
+                        "members' maps (severities x folds for cold_ensemble, else folds: needs 2 or more), in "
+                        "map units; its mean and 95th percentile go into per_case/<case>.json")
     p.add_argument("--num_parts", type=int, default=1, help="split the sorted cases into this many shards")
     p.add_argument("--part_id", type=int, default=0, help="which shard this process predicts (0-based)")
     p.add_argument("--continue_prediction", action="store_true", help="skip cases already finished in OUT")
@@ -72,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = PredictionSettings(
         input_folder=args.input, output_folder=args.output, dataset=args.dataset, configuration=args.configuration,
         method=args.method or DEFAULT_METHOD, plans_name=args.plans or DEFAULT_PLANS_NAME, folds=args.folds,
-        checkpoint=args.checkpoint, save_restorations=args.save_restorations, num_parts=args.num_parts,
+        checkpoint=args.checkpoint, save_restorations=args.save_restorations,
+        save_uncertainty=args.save_uncertainty, num_parts=args.num_parts,
         part_id=args.part_id, continue_prediction=args.continue_prediction, device=args.device,
         step_size=args.step_size, precision=args.precision, backend=args.backend, fpr=args.fpr,
         progress_bar=not args.disable_progress_bar, output_format=args.output_format, model_folder=args.model_folder)

@@ -60,7 +60,8 @@ def split_ending(name: str) -> tuple[str, str] | None:
 def list_cases(folder: str | os.PathLike, skip_derived: bool = False) -> dict[str, Path]:
     """Map case id → file for the image files in ``folder`` (hidden files and unknown endings are ignored).
 
-    With ``skip_derived``, ``*_mask.*`` and ``*_restoration_XXXX.*`` files (predictor outputs) are left out.
+    With ``skip_derived``, ``*_mask.*``, ``*_restoration_XXXX.*`` and ``*_uncertainty.*`` files (predictor outputs) are
+    left out.
     """
     folder = Path(folder)
     if not folder.is_dir():

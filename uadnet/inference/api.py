@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from typing import Self  # Python 3.11; only read by type checkers
 
 # what predict_files may change per call; the rest (folds, checkpoint, device, ...) is fixed when the model loads
-_PER_RUN = {"num_parts", "part_id", "continue_prediction", "progress_bar", "save_restorations", "output_format"}
+_PER_RUN = {"num_parts", "part_id", "continue_prediction", "progress_bar", "save_restorations", "save_uncertainty",
+            "output_format"}
 
 
 @dataclass
@@ -42,6 +43,9 @@ class CasePrediction:
     voxel_threshold: float  # calibrated on healthy validation cases at the predictor's fpr
     case_threshold: float
     seconds: dict[str, float]  # preprocessing, scoring, export
+    # with_uncertainty: (z, y, x) float32 std over the ensemble's members in map units (inference.uncertainty)
+    uncertainty: np.ndarray | None = None
+    uncertainty_summary: dict[str, Any] | None = None  # members, mean and p95 inside the foreground and the mask
 
 
 def properties_from_spacing(spacing_zyx: Sequence[float]) -> dict[str, Any]:
@@ -80,18 +84,20 @@ class UadnetPredictor:
     @classmethod
     def from_model_folder(cls, path: str | os.PathLike, folds: Sequence[str | int] | None = None,
                           device: str | None = None, checkpoint: str = ckpt.FINAL, fpr: float = 0.01,
-                          save_restorations: bool = False, step_size: float | None = None,
+                          save_restorations: bool = False, save_uncertainty: bool = False,
+                          step_size: float | None = None,
                           precision: str | None = None, backend: str = "torch", progress_bar: bool = False
                           ) -> UadnetPredictor:
         """Load a model folder (``<method>__<plans>__<configuration>``) or model zip. ``folds``: default every
         numbered fold with ``checkpoint``; ``device``: ``cpu``, ``cuda``, ``mps`` or ``auto`` (default: the plans');
         ``fpr``: false-positive rate on healthy data of the mask threshold (0.001, 0.01 or 0.05, as calibrated);
-        ``save_restorations``: :meth:`predict_files` also writes restorations."""
+        ``save_restorations`` / ``save_uncertainty``: :meth:`predict_files` also writes restorations / uncertainty
+        maps (fewer than two ensemble members is refused when predicting)."""
         settings = PredictionSettings(
             input_folder=Path("."), output_folder=Path("."), dataset=None, model_folder=Path(path),
             folds=[str(f) for f in folds] if folds is not None else None, checkpoint=checkpoint, device=device,
-            fpr=fpr, save_restorations=save_restorations, step_size=step_size, precision=precision, backend=backend,
-            progress_bar=progress_bar)
+            fpr=fpr, save_restorations=save_restorations, save_uncertainty=save_uncertainty, step_size=step_size,
+            precision=precision, backend=backend, progress_bar=progress_bar)
         return cls(settings)
 
     # ------------------------------------------------------------------------------------------- facts
@@ -140,10 +146,12 @@ class UadnetPredictor:
 
     # -------------------------------------------------------------------------------------- prediction
     def predict_array(self, image: np.ndarray, properties: dict[str, Any] | None = None, *,
-                      spacing: Sequence[float] | None = None, with_restoration: bool = True) -> CasePrediction:
+                      spacing: Sequence[float] | None = None, with_restoration: bool = True,
+                      with_uncertainty: bool = False) -> CasePrediction:
         """Score one case in memory. ``image``: (c, z, y, x) in the input's intensity units (as the dataset's reader
         returns it; a 2D image is (c, 1, y, x)). ``properties``: the reader's (at least ``spacing`` (z, y, x) in
-        mm); or give ``spacing`` instead. Returns map, mask, restoration (``with_restoration``), score, flag."""
+        mm); or give ``spacing`` instead. Returns map, mask, restoration (``with_restoration``), score, flag and, with
+        ``with_uncertainty``, the uncertainty map and its summary (``PredictionError`` with fewer than two members)."""
         if (properties is None) == (spacing is None):
             raise ValueError("give either properties (from the dataset's reader) or spacing (z, y, x in mm)")
         props = properties_from_spacing(spacing) if spacing is not None else properties
@@ -156,20 +164,23 @@ class UadnetPredictor:
                              f"shape {image.shape} (a 2D image is (c, 1, y, x))")
         if not np.isfinite(image).all():
             raise ValueError("image holds NaN or Inf values: they cannot be scored")
-        result = self.predictor.score_case(image, props, with_restoration)
+        result = self.predictor.score_case(image, props, with_restoration, with_uncertainty)
         amap = result["map"].astype(np.float32, copy=False)
         score = float(result["score"])
         return CasePrediction(map=amap, mask=(amap >= self.voxel_threshold).astype(np.uint8),
                               restoration=result.get("restoration"), score=score,
                               flagged=score >= self.case_threshold, voxel_threshold=self.voxel_threshold,
-                              case_threshold=self.case_threshold, seconds=result["seconds"])
+                              case_threshold=self.case_threshold, seconds=result["seconds"],
+                              uncertainty=result.get("uncertainty"),
+                              uncertainty_summary=result.get("uncertainty_summary"))
 
     def predict_files(self, input_folder: str | os.PathLike, output_folder: str | os.PathLike,
                       **run: Any) -> int:
         """Predict every case of ``input_folder`` (raw files named like the training images) into
         ``output_folder``, exactly as ``uadnet_predict`` (maps, masks, ``scores.csv``, ``prediction.json``).
         ``run`` may set ``num_parts``, ``part_id``, ``continue_prediction``, ``progress_bar``,
-        ``save_restorations`` (and ``output_format`` where available). Returns 0, or 1 if a case failed."""
+        ``save_restorations``, ``save_uncertainty`` (and ``output_format`` where available). Returns 0, or 1 if a
+        case failed."""
         known = {f.name for f in fields(PredictionSettings)}
         if unknown := sorted(set(run) - (_PER_RUN & known)):
             raise TypeError(f"predict_files cannot set {unknown}: choose folds, device and the like when loading "

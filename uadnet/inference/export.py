@@ -1,11 +1,12 @@
 """The prediction output folder, shared by ``uadnet_predict`` and the training-free baselines (``uadnet_baseline``).
 
 Per case: ``<case><ending>`` float32 anomaly map and ``<case>_mask<ending>`` uint8 mask (map >= voxel threshold),
-both on the exact input grid, and ``per_case/<case>.json`` (written last: a case is finished when it exists). For
-the folder: ``scores.csv`` (case, score, flagged) and ``prediction.json`` (at least ``voxel_threshold`` and
-``case_threshold``). Everything is written atomically; the input folder is never written to. With ``--output_format
-mood`` the maps and masks are replaced by the MOOD challenge's ``pixel/`` and ``sample/`` files
-(``uadnet.inference.mood``); ``uadnet_ensemble`` writes this layout from averaged folders
+both on the exact input grid, optionally ``<case>_restoration_0000<ending>`` and ``<case>_uncertainty<ending>``
+(``--save_uncertainty``, :mod:`uadnet.inference.uncertainty`), and ``per_case/<case>.json`` (written last: a case is
+finished when it exists). For the folder: ``scores.csv`` (case, score, flagged) and ``prediction.json`` (at least
+``voxel_threshold`` and ``case_threshold``). Everything is written atomically; the input folder is never written
+to. With ``--output_format mood`` the maps and masks are replaced by the MOOD challenge's ``pixel/`` and ``sample/``
+files (``uadnet.inference.mood``); ``uadnet_ensemble`` writes this layout from averaged folders
 (``uadnet.inference.ensemble``).
 """
 
@@ -28,15 +29,19 @@ from uadnet.utilities.file_io import atomic_path, load_json
 PER_CASE = "per_case"
 SCORES_FILE = "scores.csv"
 PREDICTION_FILE = "prediction.json"
-MASK_SUFFIX, RESTORATION_SUFFIX = "_mask", "_restoration_0000"
-DERIVED = re.compile(r"(_mask|_restoration_\d{4})$")  # a case name ending so is an output beside a map, not a map
+MASK_SUFFIX, RESTORATION_SUFFIX, UNCERTAINTY_SUFFIX = "_mask", "_restoration_0000", "_uncertainty"
+OPTIONAL_OUTPUTS = ("restoration", "uncertainty")  # written only when asked (save_restorations, save_uncertainty)
+# a case name ending so is an output beside a map, not a map
+DERIVED = re.compile(r"(_mask|_restoration_\d{4}|_uncertainty)$")
 
 
 def case_outputs(output_folder: Path, case: str, output_ending: str) -> dict[str, Path]:
-    """The files of one case: ``map``, ``mask``, ``restoration`` (optional output) and ``record``."""
+    """The files of one case: ``map``, ``mask``, ``restoration`` and ``uncertainty`` (optional outputs) and
+    ``record``."""
     out = Path(output_folder)
     return {"map": out / f"{case}{output_ending}", "mask": out / f"{case}{MASK_SUFFIX}{output_ending}",
             "restoration": out / f"{case}{RESTORATION_SUFFIX}{output_ending}",
+            "uncertainty": out / f"{case}{UNCERTAINTY_SUFFIX}{output_ending}",
             "record": out / PER_CASE / f"{case}.json"}
 
 
@@ -56,7 +61,8 @@ def output_name_collisions(cases: Sequence[str]) -> list[str]:
     owner: dict[str, str] = {}
     found: dict[tuple[str, str], str] = {}
     for case in sorted(cases):
-        for name in (f"{case}", f"{case}{MASK_SUFFIX}", f"{case}{RESTORATION_SUFFIX}", f"{PER_CASE}/{case}"):
+        for name in (f"{case}", f"{case}{MASK_SUFFIX}", f"{case}{RESTORATION_SUFFIX}", f"{case}{UNCERTAINTY_SUFFIX}",
+                     f"{PER_CASE}/{case}"):
             other = owner.setdefault(name.lower(), case)
             if other != case:
                 found.setdefault((other, case), f"{other} ↔ {case} (both would write {name}…)")

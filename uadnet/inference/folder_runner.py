@@ -27,6 +27,7 @@ from tqdm import tqdm
 from uadnet.dataset.raw_dataset import Case, list_cases
 from uadnet.imageio import BaseReaderWriter
 from uadnet.inference.export import (
+    OPTIONAL_OUTPUTS,
     PER_CASE,
     PREDICTION_FILE,
     SCORES_FILE,
@@ -53,6 +54,7 @@ class CaseScorer(Protocol):
     voxel_threshold: float
     case_threshold: float
     writes_restoration: bool  # its results hold "restoration" (c, z, y, x), written as <case>_restoration_0000
+    # optional: writes_uncertainty (bool), its results then hold "uncertainty" (z, y, x) and "uncertainty_summary"
 
     def read(self, case: Case) -> tuple[np.ndarray, dict[str, Any]]:
         """The case's image (c, z, y, x) and properties; a clear error naming the file if it cannot be used."""
@@ -82,17 +84,20 @@ class FolderRun:
 
 
 def _outputs(scorer: CaseScorer, output_folder: Path, case: str, output_format: str) -> dict[str, Path]:
-    """The files ``case`` gets in ``output_format`` (the restoration, if written, keeps its usual place)."""
+    """The files ``case`` gets in ``output_format`` (restoration and uncertainty, if written, keep their usual
+    place)."""
     o = case_outputs(output_folder, case, scorer.output_ending)
     if output_format == "mood":
-        return {**mood_outputs(output_folder, case, scorer.output_ending), "restoration": o["restoration"]}
+        return {**mood_outputs(output_folder, case, scorer.output_ending), **{k: o[k] for k in OPTIONAL_OUTPUTS}}
     return o
 
 
 def is_finished(scorer: CaseScorer, output_folder: Path, case: str, output_format: str = "uadnet") -> bool:
-    """All outputs of ``case`` in ``output_format`` exist (the record is written last)."""
+    """All outputs of ``case`` in ``output_format`` exist (the record is written last), the optional ones when the
+    scorer writes them."""
     o = _outputs(scorer, output_folder, case, output_format)
-    needed = [k for k in o if k != "restoration"] + (["restoration"] if scorer.writes_restoration else [])
+    asked = {"restoration": scorer.writes_restoration, "uncertainty": getattr(scorer, "writes_uncertainty", False)}
+    needed = [k for k in o if k not in OPTIONAL_OUTPUTS or asked[k]]
     return all(o[k].exists() for k in needed)
 
 
@@ -112,8 +117,8 @@ def _score(scorer: CaseScorer, loaded: Any, props: dict[str, Any]) -> dict[str, 
 
 def _write(scorer: CaseScorer, output_folder: Path, case: Case, result: dict[str, Any], props: dict[str, Any],
            output_format: str = "uadnet") -> dict[str, Any]:
-    """Writer stage: maps and masks (or the MOOD pixel map and sample score) and restoration, then the record (the
-    case is finished when it exists)."""
+    """Writer stage: maps and masks (or the MOOD pixel map and sample score), restoration and uncertainty, then the
+    record (the case is finished when it exists)."""
     o = _outputs(scorer, output_folder, case.identifier, output_format)
     record = case_record(case, result["map"], result["score"], scorer.voxel_threshold, scorer.case_threshold,
                          result["seconds"])
@@ -124,6 +129,9 @@ def _write(scorer: CaseScorer, output_folder: Path, case: Case, result: dict[str
         write_map_and_mask(scorer.reader, result["map"], props, o, scorer.voxel_threshold)
     if "restoration" in result:
         scorer.reader.write(result["restoration"][:1].astype(np.float32), o["restoration"], props)
+    if "uncertainty" in result:
+        scorer.reader.write(result["uncertainty"].astype(np.float32), o["uncertainty"], props)
+        record["uncertainty"] = result["uncertainty_summary"]
     save_json(record, o["record"])
     return record
 

@@ -71,5 +71,11 @@ def load_fold(model_folder: Path, fold: str, method: Method, device: torch.devic
                                 f"its thresholds and postprocessing do not fit that network. Use -chk "
                                 f"{calibration['checkpoint']}")
     pp_file = folder / POSTPROCESSING_FILE
-    pp = Postprocessing.from_dict(load_json(pp_file)["postprocessing"]) if pp_file.is_file() else Postprocessing()
+    try:
+        pp = Postprocessing.from_dict(load_json(pp_file)["postprocessing"]) if pp_file.is_file() else Postprocessing()
+    except (KeyError, TypeError, ValueError) as e:
+        iteration = state.get("iteration", "N")
+        raise ValueError(f"{pp_file} cannot be used ({type(e).__name__}: {e}). Refit the fold's postprocessing and "
+                         f"calibration (the weights are kept): uadnet_train DATASET {fold} --c --iterations {iteration}"
+                         f" (plus the -m/-c/-p it was trained with)") from None
     return TrainedFold(fold, folder, model, calibration, pp)

@@ -66,7 +66,7 @@ def _fold_metrics(fold_folder: Path, checkpoint: str) -> dict[str, Any]:
             "step_size": cal.get("step_size")}
 
 
-def _train_command(dataset: str, fold: str, method: str, plans_name: str, configuration: str) -> str:
+def train_command(dataset: str, fold: str, method: str, plans_name: str, configuration: str) -> str:
     extra = "" if plans_name == paths.DEFAULT_PLANS_NAME else f" -p {plans_name}"
     return f"uadnet_train {dataset} {fold} -m {method} -c {configuration}{extra}"
 
@@ -90,13 +90,13 @@ def model_files(model_folder: Path, folds: list[str] | None = None, checkpoint: 
     folds = [str(f) for f in folds] if folds else available_folds(model_folder, checkpoint)
     if not folds:
         raise FileNotFoundError(f"{model_folder} has no fold with {checkpoint}: train one first "
-                                f"({_train_command(dataset, 'FOLD', method, plans_name, configuration)})")
+                                f"({train_command(dataset, 'FOLD', method, plans_name, configuration)})")
     prefix = PurePosixPath(dataset, model_folder.name)
     files = {str(prefix / n): model_folder / n for n in MODEL_FILES if (model_folder / n).is_file()}
     metrics = {}
     for fold in folds:
         folder = model_folder / f"fold_{fold}"
-        train = _train_command(dataset, fold, method, plans_name, configuration)
+        train = train_command(dataset, fold, method, plans_name, configuration)
         if not (folder / checkpoint).is_file():
             raise FileNotFoundError(f"{folder / checkpoint} is missing: train fold {fold} first ({train}), or "
                                     "choose other folds with -f")

@@ -2,7 +2,8 @@
 postprocessing → inverse preprocessing → anomaly map, mask, restoration, case score on the exact input grid.
 
 Output folder (see ``documentation/how_to_use.md``): ``case<ending>`` float32 map, ``case_mask<ending>`` binary
-at the calibrated threshold, ``case_restoration_0000<ending>`` with ``save_restorations``, ``scores.csv``,
+at the calibrated threshold, ``case_restoration_0000<ending>`` with ``save_restorations``,
+``case_uncertainty<ending>`` with ``save_uncertainty`` (:mod:`uadnet.inference.uncertainty`), ``scores.csv``,
 ``prediction.json`` and ``per_case/case.json`` (written last for each case: a case is finished when it exists).
 2D natural images come back as ``.tif`` maps and masks of the same size. The folder is written by
 ``uadnet.inference.export``, shared with the training-free baselines (``uadnet_baseline``).
@@ -24,13 +25,22 @@ from uadnet.inference import export
 from uadnet.inference.backends import BackendError, choose_backend, restorer_for
 from uadnet.inference.folder_runner import FolderRun, run_folder
 from uadnet.inference.model_loading import TrainedFold, available_folds, load_fold, load_plans_and_dataset_json
+from uadnet.inference.uncertainty import (
+    DEFINITION,
+    MemberSpread,
+    UncertaintyError,
+    check_members,
+    members_description,
+    uncertainty_summary,
+)
 from uadnet.methods import build_method
+from uadnet.methods.base import num_members
 from uadnet.plans import PLANS_FILE
 from uadnet.postprocessing import apply_postprocessing
 from uadnet.preprocessing.preprocessor import PreprocessedCase, preprocess_case, revert_preprocessing
 from uadnet.run_settings import resolve_run_settings
 from uadnet.scoring.calibration import case_score, case_score_as_calibrated
-from uadnet.scoring.scorers import score_volume
+from uadnet.scoring.scorers import score_volume, score_volume_members
 from uadnet.utilities import checkpoints as ckpt
 from uadnet.utilities.file_io import load_json
 
@@ -52,6 +62,7 @@ class PredictionSettings:
     folds: list[str] | None = None  # None: every fold with a final checkpoint
     checkpoint: str = ckpt.FINAL
     save_restorations: bool = False
+    save_uncertainty: bool = False  # also <case>_uncertainty<ending> (uadnet.inference.uncertainty)
     num_parts: int = 1
     part_id: int = 0
     continue_prediction: bool = False
@@ -173,12 +184,24 @@ class Predictor:
         return used
 
     # -------------------------------------------------------------------------------------------- one case
-    def score_case(self, image: np.ndarray, properties: dict, with_restoration: bool | None = None) -> dict:
+    def score_case(self, image: np.ndarray, properties: dict, with_restoration: bool | None = None,
+                   with_uncertainty: bool | None = None) -> dict:
         """Score one case read by the dataset's reader (``image`` (c, z, y, x)). Returns ``map`` (z, y, x) and
         ``restoration`` (c, z, y, x, in the input's intensity units; with ``with_restoration``, default
         ``save_restorations``) on the input grid, ``score`` (case score, on the preprocessed grid like the
-        calibration) and timings (s)."""
-        return self.score_prepared(self.prepare(image, properties), with_restoration)
+        calibration) and timings (s); with ``with_uncertainty`` (default ``save_uncertainty``) also ``uncertainty``
+        (z, y, x, anomaly-map units) and ``uncertainty_summary`` (:mod:`uadnet.inference.uncertainty`)."""
+        return self.score_prepared(self.prepare(image, properties), with_restoration, with_uncertainty)
+
+    def uncertainty_members(self) -> tuple[int, str]:
+        """``(members, description)`` of the uncertainty map; :class:`PredictionError` when there are fewer than 2."""
+        per_fold = num_members(self.method.scorer(self.folds[0].model, self.precision))
+        folds = [f.fold for f in self.folds]
+        try:
+            total = check_members(self.s.method, folds, per_fold)
+        except UncertaintyError as e:
+            raise PredictionError(str(e)) from None
+        return total, members_description(folds, per_fold)
 
     def prepare(self, image: np.ndarray, properties: dict) -> tuple[PreprocessedCase, float]:
         """Preprocessing of one case (the part of :meth:`score_case` the folder runner does ahead, in its loader
@@ -186,9 +209,12 @@ class Predictor:
         t0 = time.perf_counter()
         return preprocess_case(image, properties, self.plans, self.config_name), time.perf_counter() - t0
 
-    def score_prepared(self, prepared: tuple[PreprocessedCase, float], with_restoration: bool | None = None) -> dict:
+    def score_prepared(self, prepared: tuple[PreprocessedCase, float], with_restoration: bool | None = None,
+                       with_uncertainty: bool | None = None) -> dict:
         """The network part of :meth:`score_case`, for a case from :meth:`prepare`."""
         want_restoration = self.s.save_restorations if with_restoration is None else with_restoration
+        want_uncertainty = self.s.save_uncertainty if with_uncertainty is None else with_uncertainty
+        members = self.uncertainty_members() if want_uncertainty else None
         pre, preprocessing_seconds = prepared
         t1 = time.perf_counter()
         inf = self.cfg.inference
@@ -196,13 +222,27 @@ class Predictor:
         spacing = pre.properties["spacing_after_resampling"]
         total_score = np.zeros(pre.data.shape[1:], np.float32)
         total_restoration = np.zeros(pre.data.shape, np.float32) if want_restoration else None
+        spread = MemberSpread(pre.data.shape[1:]) if members is not None else None
         for f in self.folds:
             scorer = self.method.scorer(f.model, self.precision)
-            score, restoration = score_volume(scorer, pre.data, self.cfg.patch_size, step, inf.gaussian_sigma_scale,
-                                              inf.batch_size, self.device, foreground=pre.foreground)
-            total_score += apply_postprocessing(score, pre.foreground, spacing, f.postprocessing,
-                                                in_plane_only=self.cfg.dim == 2, image=pre.data,
-                                                restoration=restoration)
+            window = (scorer, pre.data, self.cfg.patch_size, step, inf.gaussian_sigma_scale, inf.batch_size,
+                      self.device)
+            member_scores = None
+            if spread is not None and num_members(scorer) > 1:  # only then: M more maps in the sliding window
+                score, restoration, member_scores = score_volume_members(*window, foreground=pre.foreground)
+            else:
+                score, restoration = score_volume(*window, foreground=pre.foreground)
+
+            def post(s: np.ndarray, f: TrainedFold = f, restoration: np.ndarray = restoration) -> np.ndarray:
+                return apply_postprocessing(s, pre.foreground, spacing, f.postprocessing,
+                                            in_plane_only=self.cfg.dim == 2, image=pre.data, restoration=restoration)
+
+            fold_map = post(score)
+            total_score += fold_map
+            if spread is not None:  # members: the fold's severities (each postprocessed like its map), else the fold
+                for member in (member_scores if member_scores is not None else [None]):
+                    spread.add(fold_map if member is None else post(member))
+                del member_scores
             if total_restoration is not None:
                 total_restoration += restoration
         total_score /= len(self.folds)
@@ -215,6 +255,13 @@ class Predictor:
             for c, (low, high) in enumerate(pre.properties["normalization_ranges"]):
                 restored[c] = restored[c] * (high - low) + low
             result["restoration"] = restored
+        if spread is not None:  # linear interpolation of values >= 0 stays >= 0; clamped against rounding
+            uncertainty = np.maximum(revert_preprocessing(spread.std(), pre.properties, self.plans, order=1), 0)
+            foreground = revert_preprocessing(pre.foreground.astype(np.float32), pre.properties, self.plans,
+                                              order=0) > 0.5
+            result["uncertainty"] = uncertainty
+            result["uncertainty_summary"] = uncertainty_summary(uncertainty, foreground,
+                                                                result["map"] >= self.voxel_threshold, *members)
         result["seconds"]["export"] = time.perf_counter() - t2
         return result
 
@@ -228,6 +275,10 @@ class Predictor:
     def writes_restoration(self) -> bool:
         return self.s.save_restorations
 
+    @property
+    def writes_uncertainty(self) -> bool:
+        return self.s.save_uncertainty
+
     def prediction_json(self) -> dict:
         return {"model_folder": str(self.model_folder), "method": self.s.method, "configuration": self.config_name,
                 "plans_name": self.s.plans_name, "folds": [f.fold for f in self.folds], "checkpoint": self.s.checkpoint,
@@ -237,13 +288,17 @@ class Predictor:
                 "step_size": self.step_size, "precision": self.precision, "device": str(self.device),
                 "run_settings": self.run_settings.to_dict(), "backend_per_fold": self.backends,
                 "uadnet_version": __version__, "plans_uadnet_version": self.plans.uadnet_version,
-                "settings": {k: str(v) for k, v in asdict(self.s).items()}}
+                "settings": {k: str(v) for k, v in asdict(self.s).items()},
+                **({"uncertainty": {"definition": DEFINITION, "members": self.uncertainty_members()[1]}}
+                   if self.s.save_uncertainty else {})}
 
     def predict_folder(self) -> int:
         """Predict every case of the input folder (this shard); returns 0, or 1 if any case failed."""
         # on a GPU the CPU stages overlap the network for free; on a CPU they compete with it for the same cores
         # (measured on 2 cores: no gain, documentation/benchmarks.md), so there the stages run one after the other
         prefetch = 0 if self.device.type == "cpu" else 2
+        if self.s.save_uncertainty:
+            self.uncertainty_members()  # refused before anything is written
         run = FolderRun(self.s.input_folder, self.s.output_folder, self.s.num_parts, self.s.part_id,
                         self.s.continue_prediction, self.s.progress_bar, "predicting", prefetch,
                         output_format=self.s.output_format)

@@ -33,6 +33,22 @@ class Scorer(Protocol):
     def __call__(self, x: Tensor) -> Tensor: ...
 
 
+class MemberScorer(Scorer, Protocol):
+    """A scorer whose score is the mean of ``num_members`` member scores (``cold_ensemble``: one per severity α_k).
+    ``members(x)`` → ``(b, 1 + c + M, *patch)``: channels ``0..c`` exactly as ``__call__``, then the M member
+    scores (same units as the score; their mean is channel 0). Called only when the member maps are asked for
+    (``uadnet_predict --save_uncertainty``); every other path calls ``__call__``."""
+
+    num_members: int
+
+    def members(self, x: Tensor) -> Tensor: ...
+
+
+def num_members(scorer: Scorer) -> int:
+    """M of a :class:`MemberScorer`; 1 for any other scorer (its score is its only member)."""
+    return int(getattr(scorer, "num_members", 1)) if callable(getattr(scorer, "members", None)) else 1
+
+
 class Method(ABC):
     """One method, bound to ``plans`` and a configuration (``None``: the plans' default).
 

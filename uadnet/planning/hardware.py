@@ -45,20 +45,24 @@ class HardwareProfileError(ValueError):
 @dataclass(frozen=True)
 class HardwareInfo:
     """``device``: cpu/cuda/mps; ``bf16``: fast bfloat16 matmuls; ``gflops``: measured fp32 matmul throughput
-    (GFLOP/s, best burst, on the ``GFLOPS_GRID``); ``memory_gb``: system (CPU) or device (GPU) memory."""
+    (GFLOP/s, best burst, on the ``GFLOPS_GRID``); ``memory_gb``: system (CPU) or device (GPU) memory;
+    ``bf16_speedup``: measured bf16 / fp32 matmul rate (best bursts each, on the grid; None: not measured —
+    profiles written before it existed, or no bf16 — and the planner assumes its constant)."""
 
     device: str = "cpu"
     bf16: bool = False
     num_cpus: int = 2
     memory_gb: float = 8.0
     gflops: float = 50.0
+    bf16_speedup: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "hardware profile") -> HardwareInfo:
-        kinds = {"device": str, "bf16": bool, "num_cpus": int, "memory_gb": (int, float), "gflops": (int, float)}
+        kinds = {"device": str, "bf16": bool, "num_cpus": int, "memory_gb": (int, float), "gflops": (int, float),
+                 "bf16_speedup": (int, float, type(None))}
         unknown = sorted(set(d) - set(kinds))
         if unknown:
             raise HardwareProfileError(f"{where}: unknown key(s) {unknown}; known: {sorted(kinds)}")
@@ -69,6 +73,8 @@ class HardwareInfo:
             raise HardwareProfileError(f"{where}: device must be cpu, cuda or mps, got {d['device']!r}")
         if float(d.get("gflops", 1.0)) <= 0:
             raise HardwareProfileError(f"{where}: gflops must be positive, got {d['gflops']!r}")
+        if d.get("bf16_speedup") is not None and not 0 < float(d["bf16_speedup"]) <= 64:
+            raise HardwareProfileError(f"{where}: bf16_speedup must be in (0, 64] or null, got {d['bf16_speedup']!r}")
         return cls(**d)
 
 
@@ -125,15 +131,16 @@ def best_of_bursts(burst: Callable[[], float], bursts: int = BURSTS) -> tuple[fl
     return max(rates), statistics.median(rates)
 
 
-def _matmul_burst(device: str, seconds: float = BURST_SECONDS) -> Callable[[], float]:
-    """One timed burst of 512² fp32 matmuls (GFLOP/s). On the CPU it runs on one thread: a single thread still
-    gets whole time slices of a core while other processes run, where a multi-threaded burst would be slowed
-    several-fold by thread oversubscription (measured: benchmarks/hardware_measurement.py)."""
+def _matmul_burst(device: str, seconds: float = BURST_SECONDS, dtype: str = "fp32") -> Callable[[], float]:
+    """One timed burst of 512² matmuls in ``dtype`` (fp32 or bf16; GFLOP/s). On the CPU it runs on one thread: a
+    single thread still gets whole time slices of a core while other processes run, where a multi-threaded burst
+    would be slowed several-fold by thread oversubscription (measured: benchmarks/hardware_measurement.py)."""
     import torch
 
     n = 512
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
+    kind = torch.bfloat16 if dtype == "bf16" else torch.float32
+    a = torch.randn(n, n, device=device, dtype=kind)
+    b = torch.randn(n, n, device=device, dtype=kind)
 
     def run() -> float:
         reps, start = 0, time.perf_counter()
@@ -213,6 +220,15 @@ def measure_gflops(device: str, warn: Callable[[str], None] | None = None) -> fl
     return on_grid(best)
 
 
+def measure_bf16_speedup(device: str) -> float:
+    """bf16 / fp32 matmul rate on this device (best of ``BURSTS`` one-thread bursts each, rounded down to the
+    ``GFLOPS_GRID``, at least 1): 2.0 on an AVX512-BF16 CPU without AMX, several-fold with AMX or on GPUs. The
+    planner turns it into a training speed-up (:func:`uadnet.planning.planner.training_speed_gflops`)."""
+    fp32, _ = best_of_bursts(_matmul_burst(device))
+    bf16, _ = best_of_bursts(_matmul_burst(device, dtype="bf16"))
+    return max(1.0, on_grid(bf16 / max(fp32, 1e-9)))
+
+
 def detect_hardware(device: str | None = None, measure: bool = True) -> HardwareInfo:
     """Detect the device (``cuda`` if available unless ``device`` is given), bf16 support, cores and memory."""
     import torch
@@ -235,7 +251,9 @@ def detect_hardware(device: str | None = None, measure: bool = True) -> Hardware
         except (ValueError, OSError, AttributeError):
             memory = 8.0
     gflops = measure_gflops(device) if measure else HardwareInfo.gflops
-    return HardwareInfo(device=device, bf16=bf16, num_cpus=_num_cpus(), memory_gb=round(memory, 1), gflops=gflops)
+    speedup = measure_bf16_speedup(device) if measure and bf16 else None
+    return HardwareInfo(device=device, bf16=bf16, num_cpus=_num_cpus(), memory_gb=round(memory, 1), gflops=gflops,
+                        bf16_speedup=speedup)
 
 
 def save_profile(hardware: HardwareInfo, path: str | os.PathLike, identity: dict[str, Any] | None = None) -> None:
@@ -282,11 +300,14 @@ def resolve_hardware(device: str | None, profile: str | os.PathLike | None, cach
         except HardwareProfileError as e:
             say(f"WARNING: {e}; measuring again")
         else:
-            if stored == identity:
+            if stored != identity:
+                say(f"{cache} was measured on another machine or setup: measuring again")
+            elif hardware.bf16 and hardware.bf16_speedup is None:
+                say(f"{cache} predates the bf16 speed-up measurement: measuring again")
+            else:
                 say(f"hardware profile of this machine reused from {cache} (--remeasure_hardware to measure "
                     f"again): {hardware.gflops:g} GFLOP/s fp32, bf16 {hardware.bf16}")
                 return hardware
-            say(f"{cache} was measured on another machine or setup: measuring again")
     hardware = detect_hardware(resolved)
     if cache is not None:
         save_profile(hardware, cache, identity)

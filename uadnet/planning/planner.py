@@ -80,8 +80,15 @@ DEVICE_TARGETS = {
 }
 CPU_TIME_BUDGET_MINUTES = 20.0
 GPU_ITERATIONS = 100_000  # the reference training length
-CONV_EFFICIENCY = 0.5  # fp32 conv training reaches ~0.35-1x the measured fp32 matmul rate (2 CPU cores, measured)
-BF16_SPEEDUP = 3.0  # bf16 autocast on CPUs with AMX/AVX512-BF16 (measured 2.7-3.8x at 64-128 px)
+# fp32 conv training reaches this fraction of the measured fp32 matmul rate: 0.42-0.45 measured on a 2-core AMD EPYC
+# with its AVX-512 and its AVX2 kernels (benchmarks/planner_estimate.py; earlier runs elsewhere: ~0.35-1)
+CONV_EFFICIENCY = 0.45
+# bf16 autocast's *training* speed-up is about the square root of the bf16 matmul speed-up (the optimiser, EMA,
+# GroupNorm and casts stay fp32): 1.43x training for 2.0x matmul (grid value; 2.2x raw) on an AVX512-BF16 CPU
+# without AMX (benchmarks/planner_estimate.py); 2.7-3.8x training was measured on an AMX machine, whose matmul
+# speed-up was not recorded. BF16_SPEEDUP: the training speed-up assumed when the hardware profile has no measured
+# matmul speed-up (profiles written before it was measured).
+BF16_SPEEDUP = 3.0
 
 
 def transpose_for(median_spacing: Sequence[float], median_shape: Sequence[float], is_2d: bool) -> list[int]:
@@ -166,6 +173,16 @@ def estimate_gflop_per_sample(patch: Sequence[int], strides: list[list[int]], ke
     return 3 * flops / 1e9
 
 
+def training_speed_gflops(hardware: HardwareInfo) -> float:
+    """The conv-training speed the planner assumes (GFLOP/s): measured fp32 matmul rate × ``CONV_EFFICIENCY``, ×
+    the training speed-up of bf16 where the plans train in bf16 (√ of the measured matmul speed-up, else
+    ``BF16_SPEEDUP``)."""
+    if not hardware.bf16:
+        return hardware.gflops * CONV_EFFICIENCY
+    speedup = BF16_SPEEDUP if hardware.bf16_speedup is None else max(1.0, hardware.bf16_speedup) ** 0.5
+    return hardware.gflops * CONV_EFFICIENCY * speedup
+
+
 def _fit_patch(median_shape: Sequence[float], spacing: Sequence[float], max_voxels: int, base: int, cap: int,
                memory_target_gb: float, bytes_per_value: float, max_seconds_per_sample: float | None,
                speed_gflops: float) -> tuple[list[list[int]], list[list[int]], list[int], list[int]]:
@@ -198,7 +215,7 @@ def plan_configuration(name: str, dim: int, spacing: list[float], median_shape: 
     axes = slice(1, 3) if dim == 2 else slice(0, 3)
     n_conv = 2
     bytes_per_value = 3.0 if hardware.bf16 else 4.0
-    speed = hardware.gflops * CONV_EFFICIENCY * (BF16_SPEEDUP if hardware.bf16 else 1.0)
+    speed = training_speed_gflops(hardware)
     # under a time budget a batch of 2 must leave room for MIN_ITERATIONS steps
     max_seconds = None if time_budget_minutes is None else time_budget_minutes * 60 / (2 * MIN_ITERATIONS)
     strides, kernels, patch, features = _fit_patch(median_shape[axes], spacing[axes], max_voxels, base, cap,

@@ -96,6 +96,9 @@ class ResidualNormalisation:
 
     @classmethod
     def from_dict(cls, d: dict) -> ResidualNormalisation:
+        if "intensity_edges" in d:
+            raise ValueError("its residual normalisation is in the bin-edge form of a development version before "
+                             "0.1.0 (intensity_edges), which this uadnet does not apply")
         return cls(tuple(d["intensity_centres"]), tuple(d["gradient_centres"]), tuple(tuple(r) for r in d["table"]),
                    float(d["floor"]), float(d["quantile"]), float(d.get("gradient_sigma_voxels", GRADIENT_SIGMA_VOXELS)))
 

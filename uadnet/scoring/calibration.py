@@ -37,6 +37,11 @@ def case_score_as_calibrated(calibration: dict) -> float:
     return float(spec["top_fraction"])
 
 
+def case_threshold(healthy_case_scores: Sequence[float], case_quantile: float) -> float:
+    """The case threshold: the ``case_quantile`` quantile of healthy case scores (:func:`calibrate`)."""
+    return float(np.quantile(healthy_case_scores, case_quantile))
+
+
 def calibrate(scores: Sequence[np.ndarray], foregrounds: Sequence[np.ndarray | None],
               false_positive_rates: Sequence[float] = FALSE_POSITIVE_RATES, case_quantile: float = 0.95,
               top_fraction: float = CASE_TOP_FRACTION) -> dict:
@@ -53,7 +58,7 @@ def calibrate(scores: Sequence[np.ndarray], foregrounds: Sequence[np.ndarray | N
     cases = [case_score(s, f, top_fraction) for s, f in zip(scores, foregrounds)]
     return {
         "voxel_thresholds": {str(r): float(np.quantile(pooled, 1.0 - r)) for r in false_positive_rates},
-        "case_threshold": float(np.quantile(cases, case_quantile)),
+        "case_threshold": case_threshold(cases, case_quantile),
         "case_threshold_quantile": case_quantile,
         "case_score": {"reduction": "mean_of_top_fraction", "top_fraction": top_fraction},
         "healthy_case_scores": {"mean": float(np.mean(cases)), "std": float(np.std(cases)), "values": cases},

@@ -228,8 +228,9 @@ class Trainer:
             loss = self.method.loss(self.model, self._to_device(batch))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"the loss became {loss.item()} at iteration {iteration}. The last good "
-                                     f"checkpoint is in {self.folder}; lower training.learning_rate in the plans "
-                                     "or use --precision fp32, then continue with --c")
+                                     f"checkpoint is in {self.folder}: continue with --c --precision fp32, or save "
+                                     "plans with a lower training.learning_rate under a new name and train again "
+                                     "with -p")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.training.grad_clip:

@@ -154,9 +154,16 @@ def test_bad_cases_are_reported_and_skipped_and_inputs_protected(paths_env, tmp_
     assert "must not be the input folder" in capsys.readouterr().err
     assert predict_main(["-i", str(inp), "-o", str(out), "-d", "1", "-f", "3", *QUIET]) == 1
     assert "fold_3" in capsys.readouterr().err
-    # thresholds belong to the checkpoint they were calibrated for
-    assert predict_main(["-i", str(inp), "-o", str(out), "-d", "1", "-chk", "checkpoint_best.pth", *QUIET]) == 1
-    assert "calibrated for checkpoint_final.pth" in capsys.readouterr().err
+    # thresholds belong to the checkpoint they were calibrated for (calibration_<x>.json for checkpoint_<x>.pth)
+    fold = next(Path(paths_env["UADNET_RESULTS"]).glob("Dataset001_3d_iso/*/fold_0"))
+    shutil.copyfile(fold / "checkpoint_final.pth", fold / "checkpoint_other.pth")
+    shutil.copyfile(fold / "calibration.json", fold / "calibration_other.json")
+    try:
+        assert predict_main(["-i", str(inp), "-o", str(out), "-d", "1", "-chk", "checkpoint_other.pth", *QUIET]) == 1
+    finally:
+        (fold / "checkpoint_other.pth").unlink()
+        (fold / "calibration_other.json").unlink()
+    assert "calibrated for checkpoint_final.pth, not checkpoint_other.pth" in capsys.readouterr().err
 
 
 def test_end_to_end_an_inserted_bright_lesion_is_found(paths_env, tmp_path):

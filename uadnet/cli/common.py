@@ -41,3 +41,41 @@ def report_interrupt(prog: str, hint: str = "") -> int:
         traceback.print_exc()
     print(f"\n{prog}: interrupted (Ctrl-C)" + (f"; {hint}" if hint else ""), file=sys.stderr)
     return INTERRUPTED_EXIT_CODE
+
+
+def hidden_alias(parser: argparse.ArgumentParser, action: argparse.Action, *option_strings: str) -> None:
+    """Accept ``option_strings`` as another spelling of ``action`` (same destination, type, nargs and choices),
+    left out of ``--help``: old uadnet spellings and nnU-Net's single-dash ones (documentation/how_to_use.md,
+    "Command-line conventions")."""
+    kwargs: dict = {"dest": action.dest, "help": argparse.SUPPRESS, "default": argparse.SUPPRESS}
+    if action.nargs == 0:  # store_true / store_false
+        kwargs["action"] = "store_false" if action.const is False else "store_true"
+    else:
+        kwargs.update(type=action.type, nargs=action.nargs, choices=action.choices, metavar=action.metavar)
+    parser.add_argument(*option_strings, **kwargs)
+
+
+def require(parser: argparse.ArgumentParser, args: argparse.Namespace, dest: str, spelling: str) -> None:
+    """argparse's "required" for an option that also has a hidden alias (argparse would ask for the visible
+    spelling even when the alias was given)."""
+    if getattr(args, dest, None) is None:
+        parser.error(f"the following arguments are required: {spelling}")
+
+
+def add_nnunet_hint(parser: argparse.ArgumentParser, option: str, hint: str, takes_value: bool = True) -> None:
+    """Accept nnU-Net's ``option`` (hidden) where uadnet has no counterpart; :func:`nnunet_hints` names it."""
+    if takes_value:
+        parser.add_argument(option, dest=f"nnunet_{option.lstrip('-')}", default=None, help=argparse.SUPPRESS)
+    else:
+        parser.add_argument(option, dest=f"nnunet_{option.lstrip('-')}", action="store_const", const=True,
+                            default=None, help=argparse.SUPPRESS)
+    parser.set_defaults(**{f"_hint_{option.lstrip('-')}": hint})
+
+
+def nnunet_hints(prog: str, args: argparse.Namespace) -> None:
+    """One line on stderr per nnU-Net option given that uadnet accepts but ignores, saying why."""
+    for name, value in vars(args).items():
+        if name.startswith("nnunet_") and value is not None:
+            option = "-" + name[len("nnunet_"):]
+            print(f"{prog}: note: {option} (nnU-Net) is ignored: {getattr(args, '_hint_' + option[1:])}",
+                  file=sys.stderr)

@@ -10,13 +10,14 @@ import argparse
 import sys
 
 from uadnet import paths
-from uadnet.cli.common import INTERRUPTED_EXIT_CODE, add_version_argument, report_error, report_interrupt
+from uadnet.cli.common import INTERRUPTED_EXIT_CODE, add_version_argument, hidden_alias, report_error, report_interrupt
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="uadnet_demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--budget", type=float, default=20.0, help="training minutes (default %(default)s)")
+    budget = p.add_argument("--time_budget", type=float, default=20.0, metavar="MINUTES",
+                            help="training minutes (default %(default)s)")
     p.add_argument("--iterations", type=int, default=None, help="train exactly this many iterations instead")
     p.add_argument("--n_train", type=int, default=40, help="healthy training brains (default 40)")
     p.add_argument("--n_test", type=int, default=20, help="test brains (default 20)")
@@ -24,8 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id", type=int, default=990, help="dataset id (default 990)")
     p.add_argument("-m", "--method", default="cold_ensemble", help="method (default %(default)s)")
     p.add_argument("-np", "--num_processes", type=int, default=2, help="worker processes (default 2)")
-    p.add_argument("--device", default="auto", help="auto (default: the best available), cpu, cuda or mps")
+    device = p.add_argument("--device", default="auto", help="auto (default: the best available), cpu, cuda or mps")
     p.add_argument("--disable_progress_bar", action="store_true")
+    hidden_alias(p, budget, "--budget")  # the older name
+    hidden_alias(p, device, "-device")  # nnU-Net's spelling
     add_version_argument(p)
     return p
 
@@ -72,9 +75,10 @@ def _run(args: argparse.Namespace) -> int:
         return max(steps)
     model = results / name / paths.model_folder_name(args.method, paths.DEFAULT_PLANS_NAME, "2d")
     fold = model / "fold_0"
-    print(f"[3/6] train {args.method} fold 0 ({args.budget:g} min budget) → {fold}")
+    print(f"[3/6] train {args.method} fold 0 ({args.time_budget:g} min budget) → {fold}")
     if not (fold / CALIBRATION_FILE).is_file():
-        length = ["--iterations", str(args.iterations)] if args.iterations else ["--time_budget", str(args.budget)]
+        length = (["--iterations", str(args.iterations)] if args.iterations
+                  else ["--time_budget", str(args.time_budget)])
         resume = ["--c"] if (fold / LATEST).exists() or (fold / FINAL).exists() else []
         code = train([str(args.id), "0", "-c", "2d", "-m", args.method, "--device", args.device, *length, *resume,
                       *quiet])
@@ -88,13 +92,14 @@ def _run(args: argparse.Namespace) -> int:
     if code:
         return code
     print("[5/6] evaluate against labelsTs")
-    code = evaluate(["-p", str(out / "predictions"), "-g", str(dataset / "labelsTs"), *quiet])
+    code = evaluate(["--pred_folder", str(out / "predictions"), "-g", str(dataset / "labelsTs"), *quiet])
     if code:
         return code
     print(f"[6/6] overlays and report → {out / 'overlays'}")
-    code = overlays(["-i", str(dataset / "imagesTs"), "-p", str(out / "predictions"), "-g", str(dataset / "labelsTs"),
-                     "-o", str(out / "overlays"), "--summary", str(out / "predictions" / "summary.json"),
-                     "--per_case", str(out / "predictions" / "per_case.csv"), *quiet])
+    code = overlays(["-i", str(dataset / "imagesTs"), "--pred_folder", str(out / "predictions"), "-g",
+                     str(dataset / "labelsTs"), "-o", str(out / "overlays"), "--summary",
+                     str(out / "predictions" / "summary.json"), "--per_case",
+                     str(out / "predictions" / "per_case.csv"), *quiet])
     if code:
         return code
     print(f"\ndone. Look at:\n  {out / 'overlays' / 'report.html'}  (figures and metrics)\n"

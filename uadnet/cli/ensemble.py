@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from uadnet.cli.common import add_version_argument, report_error, report_interrupt
+from uadnet.cli.common import add_version_argument, hidden_alias, report_error, report_interrupt
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,9 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "from models of one dataset, plans, configuration grid and folds; needs UADNET_PREPROCESSED "
                         "with the preprocessed dataset). Default: the members' mean thresholds (a bound, not a "
                         "calibration)")
-    p.add_argument("--device", default=None,
-                   help="with --recalibrate: cpu, cuda, cuda:N or mps for scoring (default: the plans' compute.device)")
+    device = p.add_argument("--device", default=None,
+                            help="with --recalibrate: cpu, cuda, cuda:N or mps for scoring (default: the plans' "
+                                 "compute.device)")
     p.add_argument("--disable_progress_bar", action="store_true")
+    hidden_alias(p, device, "-device")  # nnU-Net's spelling
     add_version_argument(p)
     return p
 

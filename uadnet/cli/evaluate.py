@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from uadnet.cli.common import add_version_argument, report_error, report_interrupt
+from uadnet.cli.common import add_version_argument, hidden_alias, report_error, report_interrupt, require
 
 
 def _finite_float(text: str) -> float:
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "threshold, per-case metrics with bootstrap 95 % confidence intervals and case-level AUROC/AP "
                     "when healthy cases are present, lesion-wise detection by lesion size and, with --groups, AP "
                     "per lesion kind. Writes summary.json and per_case.csv.")
-    p.add_argument("-p", "--pred_folder", type=Path, required=True,
+    pred = p.add_argument("--pred_folder", type=Path, default=None,
                    help="prediction folder: <case>.<ending> anomaly maps (+ optional scores.csv, prediction.json)")
     p.add_argument("-g", "--label_folder", type=Path, required=True,
                    help="label folder: <case>.<ending>, > 0 marks anomalous voxels (e.g. labelsTs)")
@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "PRED/sample); LABELS is a label folder or MOOD's (pixel/, sample/); writes "
                         "PRED/mood_summary.json (or -o)")
     p.add_argument("--disable_progress_bar", action="store_true")
+    hidden_alias(p, pred, "-p")  # the older spelling; -p is the plans name in the other commands
     add_version_argument(p)
     return p
 
@@ -125,7 +126,9 @@ def _main_mood(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    require(parser, args, "pred_folder", "--pred_folder")
     from uadnet.evaluation.evaluator import evaluate_folder
     from uadnet.imageio.base_reader_writer import ImageReadError
 

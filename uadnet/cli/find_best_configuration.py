@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from uadnet.cli.common import add_version_argument, report_error, report_interrupt
+from uadnet.cli.common import add_version_argument, hidden_alias, report_error, report_interrupt
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,8 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--folds", nargs="+", default=None,
                    help="folds to compare on, e.g. 0 1 2 3 4 (default: every fold some model has; a model lacking "
                         "one is skipped and named with the uadnet_train command that makes it)")
-    p.add_argument("--device", default=None, help="auto, cpu, cuda or mps (default: each model's plans)")
+    device = p.add_argument("--device", default=None, help="auto, cpu, cuda or mps (default: each model's plans)")
     p.add_argument("--disable_progress_bar", action="store_true")
+    hidden_alias(p, device, "-device")  # nnU-Net's spelling
     add_version_argument(p)
     return p
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from uadnet import paths
-from uadnet.cli.common import add_version_argument, report_error, report_interrupt
+from uadnet.cli.common import add_version_argument, hidden_alias, report_error, report_interrupt
 
 
 def _codebook_size(text: str) -> int | str:
@@ -33,13 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--configurations", nargs="+", default=None,
                    help="configurations to preprocess (default: every planned one: 2d, and 3d when planned)")
     p.add_argument("-np", "--num_processes", type=int, default=2, help="worker processes (default 2)")
-    p.add_argument("--memory_target_gb", type=float, default=None,
-                   help="training memory target per configuration (default: 4 on CPU, 8 on GPU)")
-    p.add_argument("--time_budget_minutes", type=float, default=-1.0,
-                   help="training time budget the plans size training for (default: 20 on CPU, none on GPU; "
-                        "0 means none)")
-    p.add_argument("--device", choices=["cpu", "cuda", "mps"], default=None,
-                   help="plan for this device (default: cuda if available, else cpu)")
+    memory = p.add_argument("--memory_target_gb", type=float, default=None,
+                            help="training memory target per configuration (default: 4 on CPU, 8 on GPU)")
+    budget = p.add_argument("--time_budget", type=float, default=-1.0, metavar="MINUTES",
+                            help="training time budget the plans size training for (default: 20 on CPU, none on "
+                                 "GPU; 0 means none)")
+    device = p.add_argument("--device", choices=["cpu", "cuda", "mps"], default=None,
+                            help="plan for this device (default: cuda if available, else cpu)")
     p.add_argument("--hardware_profile", type=Path, default=None,
                    help="plan for the hardware in this JSON file (hardware_profile.json or a dataset's "
                         "planning_hardware.json) instead of this machine's stored or measured profile")
@@ -56,8 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the upper percentile of per-image (MRI-like) normalised channels lands, in (0, 1]; "
                         "default 0.7 (headroom for hyperintense lesions). The codebook follows it. A planning "
                         "choice: with existing plans add --overwrite_plans")
-    p.add_argument("--no_preprocessing", action="store_true", help="only fingerprint and plan")
+    no_pp = p.add_argument("--no_preprocessing", action="store_true", help="only fingerprint and plan")
     p.add_argument("--disable_progress_bar", action="store_true")
+    hidden_alias(p, budget, "--time_budget_minutes")  # the older name
+    for action, spelling in ((memory, "-gpu_memory_target"), (device, "-device"), (no_pp, "--no_pp")):
+        hidden_alias(p, action, spelling)  # nnU-Net's spellings
     add_version_argument(p)
     return p
 
@@ -67,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     from uadnet.dataset.integrity import DatasetIntegrityError, check_dataset_integrity
     from uadnet.planning.plan_and_preprocess import plan_and_preprocess_dataset
 
-    budget = None if args.time_budget_minutes == 0 else args.time_budget_minutes
+    budget = None if args.time_budget == 0 else args.time_budget
     failed = False
     for d in args.dataset:
         try:

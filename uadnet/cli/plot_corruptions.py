@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from uadnet import paths
-from uadnet.cli.common import add_version_argument, report_error, report_interrupt
+from uadnet.cli.common import add_version_argument, hidden_alias, report_error, report_interrupt
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,13 +16,14 @@ def build_parser() -> argparse.ArgumentParser:
         "per corruption family: the first thing to look at for a new modality."))
     p.add_argument("-d", "--dataset", required=True, help="dataset id or name (run uadnet_plan_and_preprocess first)")
     p.add_argument("-c", "--configuration", default=None, help="configuration (default: the plans' default)")
-    p.add_argument("-f", "--families", nargs="+", default=None,
+    families = p.add_argument("--families", nargs="+", default=None,
                    help="corruption families (default: all registered)")
     p.add_argument("-n", "--num_samples", type=int, default=16, help="rows per gallery (default 16)")
     p.add_argument("-o", "--output_folder", type=Path, default=None,
                    help="where to write (default: <preprocessed dataset>/corruption_gallery)")
     p.add_argument("--channel", type=int, default=0, help="channel to show (default 0)")
     p.add_argument("--seed", type=int, default=0)
+    hidden_alias(p, families, "-f")  # the older spelling; -f is the fold(s) in the other commands
     add_version_argument(p)
     return p
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from uadnet.cli.common import add_version_argument, report_error, report_interrupt
+from uadnet.cli.common import add_version_argument, hidden_alias, report_error, report_interrupt, require
 
 
 def _positive_int(text: str) -> int:
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "report.html listing the cases by score.")
     p.add_argument("-i", "--input_folder", type=Path, required=True,
                    help="input images given to uadnet_predict: <case>_XXXX.<ending> (channel 0 is drawn)")
-    p.add_argument("-p", "--pred_folder", type=Path, required=True,
+    pred = p.add_argument("--pred_folder", type=Path, default=None,
                    help="uadnet_predict output: <case>.<ending> maps, <case>_mask, <case>_restoration_0000, "
                         "scores.csv, prediction.json")
     p.add_argument("-g", "--label_folder", type=Path, default=None,
@@ -43,12 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per_case.csv of uadnet_evaluate: per-case AP/Dice in the titles and the report (default: "
                         "PRED/per_case.csv if it exists)")
     p.add_argument("--disable_progress_bar", action="store_true")
+    hidden_alias(p, pred, "-p")  # the older spelling; -p is the plans name in the other commands
     add_version_argument(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    require(parser, args, "pred_folder", "--pred_folder")
     from uadnet.evaluation.evaluator import PER_CASE_FILE, SUMMARY_FILE
     from uadnet.imageio.base_reader_writer import ImageReadError
     from uadnet.visualization.overlays import plot_overlays

@@ -7,7 +7,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from uadnet.cli.common import add_version_argument, report_error, report_interrupt
+from uadnet.cli.common import (
+    add_nnunet_hint,
+    add_version_argument,
+    hidden_alias,
+    nnunet_hints,
+    report_error,
+    report_interrupt,
+)
 from uadnet.methods import DEFAULT_METHOD, available_methods
 from uadnet.paths import DEFAULT_PLANS_NAME
 
@@ -40,12 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write case_uncertainty<ending>: per voxel, the standard deviation of the ensemble "
                         "members' maps (severities x folds for cold_ensemble, else folds: needs 2 or more), in "
                         "map units; its mean and 95th percentile go into per_case/<case>.json")
-    p.add_argument("--num_parts", type=int, default=1, help="split the sorted cases into this many shards")
-    p.add_argument("--part_id", type=int, default=0, help="which shard this process predicts (0-based)")
+    parts = p.add_argument("--num_parts", type=int, default=1, help="split the sorted cases into this many shards")
+    part_id = p.add_argument("--part_id", type=int, default=0, help="which shard this process predicts (0-based)")
     p.add_argument("--continue_prediction", action="store_true", help="skip cases already finished in OUT")
-    p.add_argument("--device", default=None, help="auto, cpu, cuda or mps (default: the plans' compute.device; a "
-                   "device this machine lacks falls back to the best available one, with a warning)")
-    p.add_argument("--step_size", type=float, default=None, help="sliding-window step as a fraction of the patch")
+    device = p.add_argument("--device", default=None, help="auto, cpu, cuda or mps (default: the plans' compute."
+                            "device; a device this machine lacks falls back to the best available one, with a warning)")
+    step = p.add_argument("--step_size", type=float, default=None,
+                          help="sliding-window step as a fraction of the patch")
     p.add_argument("--precision", choices=["fp32", "bf16"], default=None, help="default: the plans'")
     p.add_argument("--backend", choices=["torch", "onnxruntime", "openvino", "auto"], default="torch",
                    help="runtime of the restorer: torch (default), onnxruntime (CPU, fp32) or openvino (CPU, "
@@ -58,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "<ending> (voxel scores in [0, 1]) and OUT/sample/<case><ending>.txt (case score in [0, 1]), "
                         "0.5 = the calibrated threshold (documentation/how_to_use.md)")
     p.add_argument("--disable_progress_bar", action="store_true")
+    for action, spelling in ((device, "-device"), (step, "-step_size"), (parts, "-num_parts"), (part_id, "-part_id")):
+        hidden_alias(p, action, spelling)  # nnU-Net's single-dash spellings
+    why = ("uadnet_predict reads, scores and writes each case in this one process (no worker pools); to use more "
+           "processes run several with --num_parts N --part_id I")
+    add_nnunet_hint(p, "-npp", why)
+    add_nnunet_hint(p, "-nps", why)
+    add_nnunet_hint(p, "-tr", "uadnet has no trainer classes; -m/--method chooses the model")
     add_version_argument(p)
     return p
 
@@ -65,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    nnunet_hints("uadnet_predict", args)
     if args.dataset is None and args.model_folder is None:
         parser.error("give the dataset the model was trained on (-d DATASET) or the model (--model_folder PATH)")
     if args.model_folder is not None and (args.method or args.plans or args.dataset is not None):

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from uadnet.cli.common import add_version_argument, report_error, report_interrupt
+from uadnet.cli.common import (
+    add_nnunet_hint,
+    add_version_argument,
+    hidden_alias,
+    nnunet_hints,
+    report_error,
+    report_interrupt,
+)
 from uadnet.methods import DEFAULT_METHOD, available_methods
 from uadnet.paths import DEFAULT_PLANS_NAME
 
@@ -32,8 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--plans", default=DEFAULT_PLANS_NAME, help="plans name (default %(default)s)")
     p.add_argument("--c", dest="continue_training", action="store_true",
                    help="continue from the newest valid checkpoint of this fold")
-    p.add_argument("--device", default=None, help="auto, cpu, cuda or mps (default: the plans' compute.device; a "
-                   "device this machine lacks falls back to the best available one, with a warning)")
+    device = p.add_argument("--device", default=None, help="auto, cpu, cuda or mps (default: the plans' compute."
+                            "device; a device this machine lacks falls back to the best available one, with a warning)")
+    hidden_alias(p, device, "-device")  # nnU-Net's spelling
     length = p.add_mutually_exclusive_group()
     length.add_argument("--iterations", type=int, default=None, help="training iterations (default: the plans')")
     length.add_argument("--epochs", type=int, default=None, help="epochs of validation_every iterations")
@@ -43,8 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=["fp32", "bf16"], default=None, help="default: the plans' (hardware)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the network (default: the plans')")
-    p.add_argument("-np", "--num_workers", type=int, default=None,
-                   help="data-augmentation worker processes (default: the plans'; 0 = in the main process)")
+    workers = p.add_argument("-np", "--num_workers", type=int, default=None,
+                             help="data-augmentation worker processes (default: the plans'; 0 = in the main process)")
+    hidden_alias(p, workers, "--num_processes")  # -np's long name in the other commands
     p.add_argument("--validation_every", type=int, default=None, help="iterations per validation (epoch)")
     p.add_argument("--checkpoint_every", type=int, default=None, help="iterations per checkpoint_latest.pth")
     p.add_argument("--seed", type=int, default=0, help="seed of data sampling, training corruptions and initialisation "
@@ -52,12 +61,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no_validation", action="store_true", help="skip validation (no checkpoint_best.pth)")
     p.add_argument("--no_calibration", action="store_true", help="skip calibration.json")
     p.add_argument("--disable_progress_bar", action="store_true")
+    add_nnunet_hint(p, "-tr", "uadnet has no trainer classes; -m/--method chooses what is trained")
+    add_nnunet_hint(p, "-num_gpus", "train on several GPUs with torchrun --nproc_per_node N uadnet_train ...")
     add_version_argument(p)
     return p
 
 
+NNUNET_CONFIGURATIONS = {"2d": "2d", "3d": "3d", "3d_fullres": "3d", "3d_lowres": "3d", "3d_cascade_fullres": "3d"}
+
+
+def nnunet_order_hint(parser: argparse.ArgumentParser, argv: list[str]) -> str | None:
+    """For nnU-Net's order ``DATASET CONFIGURATION FOLD`` (``uadnet_train 1 2d 0``) the uadnet command
+    (``uadnet_train 1 0 -c 2d``); None for anything else. Looks at the positional words only, before parsing."""
+    takes_value = {o for a in parser._actions if a.nargs != 0 for o in a.option_strings}
+    positions, skip = [], False
+    for i, word in enumerate(argv):
+        if skip:
+            skip = False
+        elif word.startswith("-") and len(word) > 1:
+            skip = word in takes_value
+        else:
+            positions.append(i)
+    if len(positions) < 2 or argv[positions[1]] not in NNUNET_CONFIGURATIONS:
+        return None
+    dataset, configuration = argv[positions[0]], NNUNET_CONFIGURATIONS[argv[positions[1]]]
+    fold = argv[positions[2]] if len(positions) > 2 else "FOLD"
+    rest = [w for i, w in enumerate(argv) if i not in positions[:3]]
+    return " ".join(["uadnet_train", dataset, fold, "-c", configuration, *rest])
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    words = sys.argv[1:] if argv is None else argv
+    hint = nnunet_order_hint(parser, words)
+    if hint:
+        print(f"uadnet_train: error: uadnet takes DATASET FOLD and the configuration as an option (nnU-Net's order "
+              f"is DATASET CONFIGURATION FOLD): run {hint}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
+    nnunet_hints("uadnet_train", args)
     from uadnet.training.trainer import Trainer, TrainerSettings
 
     settings = TrainerSettings(

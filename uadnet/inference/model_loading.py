@@ -61,7 +61,12 @@ def load_fold(model_folder: Path, fold: str, method: Method, device: torch.devic
     model = method.network()
     model.load_state_dict(state["network"])
     model.to(device).eval().requires_grad_(False)
-    calibration_file = folder / CALIBRATION_FILE
+    calibration_file = folder / ckpt.per_checkpoint_file(CALIBRATION_FILE, checkpoint)
+    refit = (f"uadnet_train DATASET {fold} --c --iterations {state.get('iteration', 'N')} (plus the -m/-c/-p it was "
+             "trained with; the weights are kept)")
+    if not calibration_file.is_file() and checkpoint != ckpt.FINAL:
+        raise FileNotFoundError(f"{calibration_file} is missing: fold {fold} was trained before uadnet calibrated "
+                                f"{checkpoint} too (or without validation). Calibrate it: {refit}")
     if not calibration_file.is_file():
         raise FileNotFoundError(f"{calibration_file} is missing: training was stopped before calibration. Run "
                                 f"uadnet_train DATASET {fold} --c to finish it")
@@ -70,12 +75,10 @@ def load_fold(model_folder: Path, fold: str, method: Method, device: torch.devic
         raise FileNotFoundError(f"{calibration_file} was calibrated for {calibration['checkpoint']}, not {checkpoint}: "
                                 f"its thresholds and postprocessing do not fit that network. Use -chk "
                                 f"{calibration['checkpoint']}")
-    pp_file = folder / POSTPROCESSING_FILE
+    pp_file = folder / ckpt.per_checkpoint_file(POSTPROCESSING_FILE, checkpoint)
     try:
         pp = Postprocessing.from_dict(load_json(pp_file)["postprocessing"]) if pp_file.is_file() else Postprocessing()
     except (KeyError, TypeError, ValueError) as e:
-        iteration = state.get("iteration", "N")
         raise ValueError(f"{pp_file} cannot be used ({type(e).__name__}: {e}). Refit the fold's postprocessing and "
-                         f"calibration (the weights are kept): uadnet_train DATASET {fold} --c --iterations {iteration}"
-                         f" (plus the -m/-c/-p it was trained with)") from None
+                         f"calibration: {refit}") from None
     return TrainedFold(fold, folder, model, calibration, pp)

@@ -55,8 +55,9 @@ def _fold_metrics(fold_folder: Path, checkpoint: str) -> dict[str, Any]:
     """The healthy-validation figures of one fold: validation AP (synthetic anomalies on healthy validation cases),
     thresholds and case-score statistics from the calibration."""
     state = ckpt.load_checkpoint(fold_folder / checkpoint)  # also proves the checkpoint is readable
-    cal = load_json(fold_folder / CALIBRATION_FILE)
-    pp = load_json(fold_folder / POSTPROCESSING_FILE) if (fold_folder / POSTPROCESSING_FILE).is_file() else {}
+    cal = load_json(fold_folder / ckpt.per_checkpoint_file(CALIBRATION_FILE, checkpoint))
+    pp_file = fold_folder / ckpt.per_checkpoint_file(POSTPROCESSING_FILE, checkpoint)
+    pp = load_json(pp_file) if pp_file.is_file() else {}
     return {"iteration": state.get("iteration"),
             "best_validation_ap": state.get("best_validation_ap", state.get("validation_ap")),
             "validation_ap_all_voxels": pp.get("validation_ap_all_voxels"),
@@ -100,14 +101,16 @@ def model_files(model_folder: Path, folds: list[str] | None = None, checkpoint: 
         if not (folder / checkpoint).is_file():
             raise FileNotFoundError(f"{folder / checkpoint} is missing: train fold {fold} first ({train}), or "
                                     "choose other folds with -f")
-        if not (folder / CALIBRATION_FILE).is_file():
-            raise FileNotFoundError(f"{folder / CALIBRATION_FILE} is missing: training stopped before calibration; "
-                                    f"finish it with {train} --c")
-        calibrated_for = load_json(folder / CALIBRATION_FILE).get("checkpoint", checkpoint)
+        calibration = folder / ckpt.per_checkpoint_file(CALIBRATION_FILE, checkpoint)
+        if not calibration.is_file():
+            raise FileNotFoundError(f"{calibration} is missing: training stopped before calibration (or the fold was "
+                                    f"trained before {checkpoint} was calibrated too); finish it with {train} --c")
+        calibrated_for = load_json(calibration).get("checkpoint", checkpoint)
         if calibrated_for != checkpoint:
-            raise ModelZipError(f"{folder / CALIBRATION_FILE} was calibrated for {calibrated_for}, not {checkpoint}: "
+            raise ModelZipError(f"{calibration} was calibrated for {calibrated_for}, not {checkpoint}: "
                                 f"its thresholds do not fit that network. Use -chk {calibrated_for}")
-        for name in (checkpoint, *FOLD_FILES):
+        extra = [ckpt.per_checkpoint_file(n, checkpoint) for n in (CALIBRATION_FILE, POSTPROCESSING_FILE)]
+        for name in (checkpoint, *FOLD_FILES, *extra):
             if (folder / name).is_file():
                 files[str(prefix / folder.name / name)] = folder / name
         metrics[fold] = _fold_metrics(folder, checkpoint)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -106,9 +107,15 @@ def plan_and_preprocess_dataset(dataset: str | int, configurations: list[str] | 
     if plans_path.is_file() and not overwrite_plans:
         plans = Plans.load(plans_path)
         say(f"[{name}] using existing {plans_path} (hand edits kept; --overwrite_plans to re-plan)")
-        if hardware_profile is not None or remeasure_hardware or codebook_size is not None or high_maps_to is not None:
-            say(f"[{name}] note: the hardware, codebook and normalisation options only matter when planning; add "
-                "--overwrite_plans to re-plan")
+        ignored = [flag for flag, given in (
+            ("--memory_target_gb", memory_target_gb is not None), ("--time_budget", time_budget_minutes != -1.0),
+            ("--device", device is not None), ("--hardware_profile", hardware_profile is not None),
+            ("--remeasure_hardware", remeasure_hardware), ("--codebook_size", codebook_size is not None),
+            ("--high_maps_to", high_maps_to is not None)) if given]
+        if ignored:
+            print(f"[{name}] warning: {', '.join(ignored)} ignored: {plans_path} exists and these options only "
+                  "matter when planning; add --overwrite_plans to re-plan with them (the fingerprint is reused; "
+                  "hand edits to the plans are replaced)", file=sys.stderr)
     else:
         if hardware is None:
             hardware = resolve_hardware(device, hardware_profile, paths.preprocessed_folder(create=True),

@@ -383,16 +383,22 @@ class Trainer:
         iteration = self.iteration
         self._save_weights(ckpt.FINAL, iteration, {"best_validation_ap": self.best_ap})
         plot_progress(self.history, self.folder / "progress.png", self._title())
-        if self.s.calibrate:
-            scorer = self.method.scorer(self.ema.model, self.precision)
-            record, result = postprocess_and_calibrate(scorer, self.validation_cases, self.cfg, self.device)
-            about = {"checkpoint": ckpt.FINAL, "fold": str(self.s.fold), "method": self.s.method,
-                     "configuration": self.config_name, "precision": self.precision,
-                     "step_size": self.cfg.inference.step_size, "uadnet_version": __version__}
-            save_json({**record, **about}, self.folder / POSTPROCESSING_FILE)
-            save_json({**result, **about}, self.folder / CALIBRATION_FILE)
-            kept = [k for k, v in record["postprocessing"].items() if v]
-            self.log(f"postprocessing kept: {kept or 'none'} (validation AP {record['validation_ap_all_voxels']}); "
-                     f"calibration: voxel thresholds {result['voxel_thresholds']}, case threshold "
-                     f"{result['case_threshold']:.4f}")
+        if self.s.calibrate:  # checkpoint_final.pth, and checkpoint_best.pth when validated (-chk at prediction)
+            from uadnet.training.validation import networks_to_calibrate
+
+            fitted = None
+            for checkpoint, network in networks_to_calibrate(self.folder, self.ema.model, iteration):
+                if network is not None:
+                    fitted = postprocess_and_calibrate(self.method.scorer(network, self.precision),
+                                                       self.validation_cases, self.cfg, self.device)
+                record, result = fitted
+                about = {"checkpoint": checkpoint, "fold": str(self.s.fold), "method": self.s.method,
+                         "configuration": self.config_name, "precision": self.precision,
+                         "step_size": self.cfg.inference.step_size, "uadnet_version": __version__}
+                save_json({**record, **about}, self.folder / ckpt.per_checkpoint_file(POSTPROCESSING_FILE, checkpoint))
+                save_json({**result, **about}, self.folder / ckpt.per_checkpoint_file(CALIBRATION_FILE, checkpoint))
+                kept = [k for k, v in record["postprocessing"].items() if v]
+                self.log(f"{checkpoint}: postprocessing kept {kept or 'none'} (validation AP "
+                         f"{record['validation_ap_all_voxels']}); calibration: voxel thresholds "
+                         f"{result['voxel_thresholds']}, case threshold {result['case_threshold']:.4f}")
         self.log(f"finished at iteration {iteration}; best validation AP {self.best_ap}")

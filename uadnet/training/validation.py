@@ -7,6 +7,7 @@ scorer through the same sliding window as prediction (:func:`uadnet.scoring.scor
 
 from __future__ import annotations
 
+import copy
 import os
 import zlib
 from collections.abc import Sequence
@@ -131,3 +132,21 @@ def postprocess_and_calibrate(scorer: Scorer, cases: Sequence[ValidationCase], c
               "cases": [c.key for c in cases]}
     calibration["cases"] = [c.key for c in cases]
     return record, calibration
+
+
+def networks_to_calibrate(fold_folder: Path, final_network: torch.nn.Module, final_iteration: int
+                          ) -> list[tuple[str, torch.nn.Module | None]]:
+    """``(checkpoint, network)`` pairs calibrated after training: checkpoint_final.pth with ``final_network``, and
+    checkpoint_best.pth when it exists, its weights loaded into a copy of the network (None when it was written at
+    the final iteration: the same weights, whose calibration is then copied rather than computed again)."""
+    from uadnet.utilities import checkpoints as ckpt
+
+    out: list[tuple[str, torch.nn.Module | None]] = [(ckpt.FINAL, final_network)]
+    if (fold_folder / ckpt.BEST).is_file():
+        state = ckpt.load_checkpoint(fold_folder / ckpt.BEST)
+        best = None
+        if state.get("iteration") != final_iteration:
+            best = copy.deepcopy(final_network)
+            best.load_state_dict(state["network"])
+        out.append((ckpt.BEST, best))
+    return out

@@ -20,6 +20,15 @@ LATEST, PREVIOUS, FINAL, BEST = ("checkpoint_latest.pth", "checkpoint_previous.p
 REQUIRED_KEYS = ("network", "iteration", "meta")
 
 
+def per_checkpoint_file(name: str, checkpoint: str) -> str:
+    """The fold file ``name`` (``calibration.json``, ``postprocessing.json``) made for ``checkpoint``: ``name``
+    itself for checkpoint_final.pth, ``calibration_best.json`` for checkpoint_best.pth (``_<x>`` of checkpoint_<x>)."""
+    if checkpoint == FINAL:
+        return name
+    stem, dot, ending = name.rpartition(".")
+    return f"{stem}_{Path(checkpoint).stem.removeprefix('checkpoint_')}{dot}{ending}"
+
+
 class CheckpointError(RuntimeError):
     pass
 

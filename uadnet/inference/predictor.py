@@ -12,6 +12,7 @@ at the calibrated threshold, ``case_restoration_0000<ending>`` with ``save_resto
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -209,6 +210,24 @@ class Predictor:
         t0 = time.perf_counter()
         return preprocess_case(image, properties, self.plans, self.config_name), time.perf_counter() - t0
 
+    def fold_scores(self, fold: TrainedFold, image: np.ndarray, foreground: np.ndarray, members: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """One fold's raw sliding-window score (z, y, x), restoration (c, z, y, x) and, with ``members`` and a
+        scorer that has them, the member scores (M, z, y, x; else None) of a preprocessed ``image``, at this
+        prediction's precision and step size."""
+        scorer, inf = self.method.scorer(fold.model, self.precision), self.cfg.inference
+        window = (scorer, image, self.cfg.patch_size, self.step_size, inf.gaussian_sigma_scale, inf.batch_size,
+                  self.device)
+        if members and num_members(scorer) > 1:  # only then: M more maps in the sliding window
+            return score_volume_members(*window, foreground=foreground)
+        return (*score_volume(*window, foreground=foreground), None)
+
+    def postprocess(self, fold: TrainedFold, score: np.ndarray, image: np.ndarray, restoration: np.ndarray,
+                    foreground: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+        """``score`` through ``fold``'s postprocessing (residual normalisation first), on the preprocessed grid."""
+        return apply_postprocessing(score, foreground, spacing, fold.postprocessing, in_plane_only=self.cfg.dim == 2,
+                                    image=image, restoration=restoration)
+
     def score_prepared(self, prepared: tuple[PreprocessedCase, float], with_restoration: bool | None = None,
                        with_uncertainty: bool | None = None) -> dict:
         """The network part of :meth:`score_case`, for a case from :meth:`prepare`."""
@@ -217,25 +236,15 @@ class Predictor:
         members = self.uncertainty_members() if want_uncertainty else None
         pre, preprocessing_seconds = prepared
         t1 = time.perf_counter()
-        inf = self.cfg.inference
-        step = self.step_size
         spacing = pre.properties["spacing_after_resampling"]
         total_score = np.zeros(pre.data.shape[1:], np.float32)
         total_restoration = np.zeros(pre.data.shape, np.float32) if want_restoration else None
         spread = MemberSpread(pre.data.shape[1:]) if members is not None else None
         for f in self.folds:
-            scorer = self.method.scorer(f.model, self.precision)
-            window = (scorer, pre.data, self.cfg.patch_size, step, inf.gaussian_sigma_scale, inf.batch_size,
-                      self.device)
-            member_scores = None
-            if spread is not None and num_members(scorer) > 1:  # only then: M more maps in the sliding window
-                score, restoration, member_scores = score_volume_members(*window, foreground=pre.foreground)
-            else:
-                score, restoration = score_volume(*window, foreground=pre.foreground)
+            score, restoration, member_scores = self.fold_scores(f, pre.data, pre.foreground, spread is not None)
 
             def post(s: np.ndarray, f: TrainedFold = f, restoration: np.ndarray = restoration) -> np.ndarray:
-                return apply_postprocessing(s, pre.foreground, spacing, f.postprocessing,
-                                            in_plane_only=self.cfg.dim == 2, image=pre.data, restoration=restoration)
+                return self.postprocess(f, s, pre.data, restoration, pre.foreground, spacing)
 
             fold_map = post(score)
             total_score += fold_map

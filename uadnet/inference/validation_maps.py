@@ -15,8 +15,6 @@ from uadnet import paths
 from uadnet.inference.model_loading import TrainedFold
 from uadnet.inference.predictor import Predictor
 from uadnet.plans import SPLITS_FILE, Plans
-from uadnet.postprocessing import apply_postprocessing
-from uadnet.scoring.scorers import score_volume
 from uadnet.training.validation import ValidationCase, make_validation_set
 from uadnet.utilities.file_io import load_json
 
@@ -49,12 +47,8 @@ def validation_cases(plans: Plans, configuration: str, fold: str) -> list[Valida
 def validation_map(p: Predictor, fold: TrainedFold, case: ValidationCase, image: np.ndarray) -> np.ndarray:
     """The postprocessed map (z, y, x) float32 of ``image`` (``case.healthy`` or ``case.corrupted``, (c, z, y, x))
     by ``fold`` of ``p``: as :meth:`Predictor.score_prepared` makes each fold's map (precision, step size)."""
-    scorer, inf = p.method.scorer(fold.model, p.precision), p.cfg.inference
-    score, restoration = score_volume(scorer, image, p.cfg.patch_size, p.step_size, inf.gaussian_sigma_scale,
-                                      inf.batch_size, p.device, foreground=case.foreground)
-    amap = apply_postprocessing(score, case.foreground, case.spacing, fold.postprocessing,
-                                in_plane_only=p.cfg.dim == 2, image=image, restoration=restoration)
-    return np.asarray(amap, np.float32)
+    score, restoration, _ = p.fold_scores(fold, image, case.foreground)
+    return np.asarray(p.postprocess(fold, score, image, restoration, case.foreground, case.spacing), np.float32)
 
 
 def fold_maps(p: Predictor, fold: TrainedFold, case: ValidationCase) -> tuple[np.ndarray, np.ndarray]:

@@ -129,12 +129,14 @@ class InferencePlan:
     """Sliding window: tiles overlap by ``1 - step_size`` of the patch; Gaussian weight σ = scale × patch.
     ``residual_normalisation_quantile``: after training, maps are divided by this quantile of the healthy validation
     scores of tissue alike in restored intensity and gradient (:mod:`uadnet.postprocessing.residual_normalisation`);
-    null turns it off."""
+    null turns it off. ``intensity_novelty``: offer the validation choice a term for intensities (colours) rare among
+    healthy voxels (:mod:`uadnet.postprocessing.intensity_novelty`); false never adds it."""
 
     step_size: float = 0.5
     gaussian_sigma_scale: float = 0.125
     batch_size: int = 4
     residual_normalisation_quantile: float | None = 0.99
+    intensity_novelty: bool = True
 
 
 @dataclass

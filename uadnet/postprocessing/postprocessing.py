@@ -4,7 +4,9 @@ Steps, in this order: residual normalisation (fitted on healthy validation maps,
 :mod:`uadnet.postprocessing.residual_normalisation`; needs the preprocessed image and the restoration); zero outside
 the foreground; Gaussian smoothing (σ in mm, in-plane only for 2D
 configurations); median smoothing (size in voxels, in-plane only for 2D); removal of connected components of
-``score ≥ component_threshold`` smaller than ``min_component_mm3`` (their scores are set to 0). Which steps are
+``score ≥ component_threshold`` smaller than ``min_component_mm3`` (their scores are set to 0); the
+intensity-novelty term, on the foreground (:mod:`uadnet.postprocessing.intensity_novelty`; needs the preprocessed
+image), last so that no smoothing erases the small spots it finds. Which steps are
 used is decided greedily on validation maps with synthetic anomalies: each candidate is kept only if it raises
 the pooled average precision (:func:`decide_postprocessing`), and the result is stored as ``postprocessing.json``.
 """
@@ -18,11 +20,13 @@ import numpy as np
 from scipy import ndimage
 from skimage.measure import label
 
+from uadnet.postprocessing.intensity_novelty import IntensityNovelty
 from uadnet.postprocessing.residual_normalisation import ResidualNormalisation
 from uadnet.scoring.average_precision import pooled_ap
 
 POSTPROCESSING_FILE = "postprocessing.json"  # in each fold folder
 MIN_GAIN = 0.001  # absolute AP a step must add to be kept
+NOVELTY_WEIGHTS = (1.0, 2.0, 4.0)  # intensity-novelty weights tried on validation, in turn, like any other step
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,7 @@ class Postprocessing:
     min_component_mm3: float | None = None
     component_threshold: float | None = None
     residual_normalisation: ResidualNormalisation | None = None
+    intensity_novelty: IntensityNovelty | None = None  # used when its weight > 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -45,15 +50,18 @@ class Postprocessing:
         d = dict(d)
         if d.get("residual_normalisation") is not None:
             d["residual_normalisation"] = ResidualNormalisation.from_dict(d["residual_normalisation"])
+        if d.get("intensity_novelty") is not None:
+            d["intensity_novelty"] = IntensityNovelty.from_dict(d["intensity_novelty"])
         return cls(**d)
 
 
 def apply_postprocessing(score: np.ndarray, foreground: np.ndarray | None, spacing: Sequence[float],
                          pp: Postprocessing, in_plane_only: bool = False, image: np.ndarray | None = None,
-                         restoration: np.ndarray | None = None) -> np.ndarray:
+                         restoration: np.ndarray | None = None, novelty_unit: np.ndarray | None = None) -> np.ndarray:
     """Postprocess ``score`` (z, y, x) float32; ``spacing`` (z, y, x) mm; ``in_plane_only`` for 2D configurations
     (no smoothing across slices); ``image`` and ``restoration`` (c, z, y, x, preprocessed) are needed when ``pp``
-    normalises the residual. Returns a new array."""
+    normalises the residual, ``image`` when it adds intensity novelty (or ``novelty_unit``, its term at weight 1,
+    computed ahead). Returns a new array."""
     if pp.residual_normalisation is not None:
         if image is None or restoration is None:
             raise ValueError("this postprocessing normalises the residual: pass the preprocessed image and the "
@@ -75,6 +83,16 @@ def apply_postprocessing(score: np.ndarray, foreground: np.ndarray | None, spaci
         small = sizes < pp.min_component_mm3
         small[0] = False
         out[small[components]] = 0.0
+    novelty = pp.intensity_novelty
+    if novelty is not None and novelty.weight > 0:  # last: smoothing would erase the spots it is there to find
+        if novelty_unit is not None:
+            term = np.float32(novelty.weight) * np.asarray(novelty_unit, np.float32)
+        elif image is None:
+            raise ValueError("this postprocessing adds intensity novelty: pass the preprocessed image to "
+                             "apply_postprocessing")
+        else:
+            term = novelty.term(image)
+        out += term if foreground is None else np.where(np.asarray(foreground) != 0, term, np.float32(0))
     return out
 
 
@@ -82,16 +100,21 @@ def decide_postprocessing(scores: Sequence[np.ndarray], labels: Sequence[np.ndar
                           foregrounds: Sequence[np.ndarray], spacings: Sequence[Sequence[float]],
                           in_plane_only: bool = False,
                           component_threshold: float | None = None,
-                          calibrate_threshold: Callable[[Postprocessing], float] | None = None
+                          calibrate_threshold: Callable[[Postprocessing], float] | None = None,
+                          novelty: IntensityNovelty | None = None,
+                          novelty_units: Sequence[np.ndarray] | None = None,
                           ) -> tuple[Postprocessing, list[dict]]:
     """Greedy choice on validation maps: start from nothing, try each candidate step and keep it if the pooled
     AP rises by at least ``MIN_GAIN``. ``spacings``: (z, y, x) mm per case. Component removal needs a threshold:
     ``component_threshold``, or
     ``calibrate_threshold(pp)`` (called with the steps chosen so far, e.g. the healthy 1 % FPR threshold).
-    Returns the choice and a log of every trial (JSON-ready)."""
+    With a fitted ``novelty`` and each case's term at weight 1 (``novelty_units``), the intensity-novelty weights
+    ``NOVELTY_WEIGHTS`` are tried last (the term is added after the other steps). Returns the choice and a log of every trial (JSON-ready)."""
+    units = list(novelty_units) if novelty_units is not None else [None] * len(scores)
 
     def ap_of(pp: Postprocessing) -> float:
-        done = [apply_postprocessing(s, f, sp, pp, in_plane_only) for s, f, sp in zip(scores, foregrounds, spacings)]
+        done = [apply_postprocessing(s, f, sp, pp, in_plane_only, novelty_unit=u)
+                for s, f, sp, u in zip(scores, foregrounds, spacings, units)]
         return pooled_ap(done, labels) or 0.0
 
     pp = Postprocessing()
@@ -122,4 +145,7 @@ def decide_postprocessing(scores: Sequence[np.ndarray], labels: Sequence[np.ndar
             if pp.min_component_mm3 is None:
                 trial(f"remove_components_below_{voxels}_voxels",
                       replace(pp, min_component_mm3=voxels * voxel_mm3, component_threshold=float(threshold)))
+    if novelty is not None and novelty_units is not None:
+        for weight in NOVELTY_WEIGHTS:
+            trial(f"intensity_novelty_{weight:g}", replace(pp, intensity_novelty=novelty.with_weight(weight)))
     return pp, trials

@@ -20,12 +20,15 @@ import torch
 from uadnet.corruption.registry import build_corruption
 from uadnet.plans import ConfigurationPlan, Plans
 from uadnet.postprocessing import Postprocessing, apply_postprocessing, decide_postprocessing
+from uadnet.postprocessing.intensity_novelty import fit_intensity_novelty
 from uadnet.postprocessing.residual_normalisation import fit_residual_normalisation, residual_features
 from uadnet.scoring.average_precision import pooled_ap
 from uadnet.scoring.calibration import calibrate
 from uadnet.scoring.scorers import Scorer, score_volume
 from uadnet.training.dataloading import PreprocessedDataset
 from uadnet.utilities.file_io import load_json
+
+DEFAULT_NOVELTY_QUANTILE = 0.99  # of healthy novelty and maps, when the residual is not normalised
 
 
 @dataclass
@@ -90,8 +93,9 @@ def validation_ap(scorer: Scorer, cases: Sequence[ValidationCase], cfg: Configur
 def postprocess_and_calibrate(scorer: Scorer, cases: Sequence[ValidationCase], cfg: ConfigurationPlan,
                               device: torch.device, fpr_for_components: float = 0.01) -> tuple[dict, dict]:
     """After training: score the validation cases with and without their synthetic anomalies; fit the residual
-    normalisation on the healthy maps (when the plans ask for it; it is then applied to all maps first); choose the
-    postprocessing on the anomalous maps (each step kept only if it raises pooled AP; components are taken at the
+    normalisation on the healthy maps (when the plans ask for it; it is then applied to all maps first) and the
+    intensity novelty on the healthy images (when the plans ask for it); choose the postprocessing on the anomalous
+    maps (each step kept only if it raises pooled AP; components are taken at the
     healthy ``fpr_for_components`` threshold); calibrate thresholds on the postprocessed healthy maps.
     Returns ``(postprocessing record, calibration)``, both JSON-ready."""
     in_plane = cfg.dim == 2
@@ -116,19 +120,30 @@ def postprocess_and_calibrate(scorer: Scorer, cases: Sequence[ValidationCase], c
         anomalous = [normalisation.apply_features(m, f) for m, f in raw]
         del raw
 
-    def processed(maps: Sequence[np.ndarray], pp: Postprocessing) -> list[np.ndarray]:
-        return [apply_postprocessing(m, f, sp, pp, in_plane) for m, f, sp in zip(maps, fgs, spacings)]
+    novelty, units = None, {"healthy": None, "anomalous": None}
+    if cfg.inference.intensity_novelty:
+        fitted = fit_intensity_novelty([c.healthy for c in cases], fgs, healthy, quantile or DEFAULT_NOVELTY_QUANTILE)
+        if fitted is not None:  # each case scored with the histogram of the others (leave one out)
+            novelty, loo = fitted
+            units = {"healthy": [n.term(c.healthy) for n, c in zip(loo, cases)],
+                     "anomalous": [n.term(c.corrupted) for n, c in zip(loo, cases)]}
+
+    def processed(maps: Sequence[np.ndarray], pp: Postprocessing, kind: str) -> list[np.ndarray]:
+        unit = units[kind] or [None] * len(maps)
+        return [apply_postprocessing(m, f, sp, pp, in_plane, novelty_unit=u)
+                for m, f, sp, u in zip(maps, fgs, spacings, unit)]
 
     def threshold(pp: Postprocessing) -> float:
-        return calibrate(processed(healthy, pp), fgs, (fpr_for_components,))["voxel_thresholds"][
+        return calibrate(processed(healthy, pp, "healthy"), fgs, (fpr_for_components,))["voxel_thresholds"][
             str(fpr_for_components)]
 
-    pp, trials = decide_postprocessing(anomalous, labels, fgs, spacings, in_plane, calibrate_threshold=threshold)
-    calibration = calibrate(processed(healthy, pp), fgs)
+    pp, trials = decide_postprocessing(anomalous, labels, fgs, spacings, in_plane, calibrate_threshold=threshold,
+                                       novelty=novelty, novelty_units=units["anomalous"])
+    calibration = calibrate(processed(healthy, pp, "healthy"), fgs)
     record = {"postprocessing": replace(pp, residual_normalisation=normalisation).to_dict(), "trials": trials,
               "validation_ap_all_voxels": {"before": raw_ap, "after_residual_normalisation": pooled_ap(anomalous, labels)
                                            if normalisation is not None else None,
-                                           "after": pooled_ap(processed(anomalous, pp), labels)},
+                                           "after": pooled_ap(processed(anomalous, pp, "anomalous"), labels)},
               "cases": [c.key for c in cases]}
     calibration["cases"] = [c.key for c in cases]
     return record, calibration

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from uadnet.postprocessing import Postprocessing, apply_postprocessing, decide_postprocessing
-from uadnet.postprocessing.intensity_novelty import IntensityNovelty, fit_intensity_novelty
+from uadnet.postprocessing.intensity_novelty import IntensityNovelty, fit_intensity_novelty, leave_one_out
 
 
 def _healthy(seed: int, channels: int = 1, shape: tuple[int, int, int] = (1, 40, 40)) -> np.ndarray:
@@ -112,3 +112,13 @@ def test_round_trip_through_json_and_the_chain():
         apply_postprocessing(score, fgs[1], (1, 1, 1), again)
     with pytest.raises(ValueError, match="normaliser and scale"):
         IntensityNovelty((0.0,), (1.0,), 2, (0.0, 0.0), 0.0, 1.0, 0.99)
+
+
+def test_recalibration_rebuilds_the_held_out_histograms_training_used():
+    """``uadnet_ensemble --recalibrate`` and ``uadnet_find_best_configuration`` rebuild each validation case's
+    held-out histogram from the stored fit: the same tables, so the same healthy maps and thresholds."""
+    images, fgs, (novelty, loo) = _fit(channels=2)
+    rebuilt = leave_one_out(novelty.with_weight(4.0), images, fgs)
+    assert rebuilt == loo
+    stored = IntensityNovelty.from_dict(json.loads(json.dumps(novelty.with_weight(4.0).to_dict())))
+    assert leave_one_out(stored, images, fgs) == loo

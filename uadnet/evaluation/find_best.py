@@ -31,7 +31,7 @@ from uadnet.corruption.registry import build_corruption
 from uadnet.inference.ensemble import rescaled_mean
 from uadnet.inference.model_zip import train_command
 from uadnet.inference.predictor import PredictionSettings, Predictor
-from uadnet.inference.validation_maps import fold_maps, validation_ids
+from uadnet.inference.validation_maps import fold_maps, held_out_novelty, validation_ids
 from uadnet.methods import build_method
 from uadnet.plans import PLANS_FILE, Plans, ValidationPlan
 from uadnet.scoring.average_precision import pooled_ap
@@ -204,7 +204,8 @@ def find_best_configuration(dataset: str | int, plans_name: str | None = None, m
             for c in group:
                 trained = next(f for f in c.predictor.folds if f.fold == fold)
                 thresholds[c.name] = float(trained.calibration["voxel_thresholds"][str(FPR)])
-                maps[c.name] = [fold_maps(c.predictor, trained, case) for case in cases]
+                maps[c.name] = [fold_maps(c.predictor, trained, case, n)
+                                for case, n in zip(cases, held_out_novelty(trained, cases))]
                 bar.update(1)
             for key in (k for k in keys if k[0] in maps):
                 for i, case in enumerate(cases):

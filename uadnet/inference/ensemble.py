@@ -281,7 +281,7 @@ def recalibrate(members: Sequence[Member], voxel_target: float, case_target: flo
     Returns ``voxel_threshold``, ``case_threshold`` (means over the folds, in map and case-score units),
     ``case_threshold_quantile`` and ``per_fold`` (each fold's thresholds and validation cases). Needs
     ``UADNET_PREPROCESSED`` with the dataset's preprocessed cases and ``splits_final.json``."""
-    from uadnet.inference.validation_maps import validation_cases, validation_map
+    from uadnet.inference.validation_maps import held_out_novelty, validation_cases, validation_map
 
     for m in members:
         _check_recalibratable(m)
@@ -299,9 +299,10 @@ def recalibrate(members: Sequence[Member], voxel_target: float, case_target: flo
     for fold in tqdm(folds, desc="recalibrating", unit="fold", disable=not progress_bar):
         cases = validation_cases(first.plans, first.config_name, fold)
         trained = [next(f for f in p.folds if f.fold == fold) for p in predictors]
+        novelty = [held_out_novelty(f, cases) for f in trained]
         combined, scores = [], []
-        for case in cases:  # one case at a time: only the combined map is kept
-            maps = [validation_map(p, f, case, case.healthy) for p, f in zip(predictors, trained)]
+        for i, case in enumerate(cases):  # one case at a time: only the combined map is kept
+            maps = [validation_map(p, f, case, case.healthy, n[i]) for p, f, n in zip(predictors, trained, novelty)]
             combined.append(rescaled_mean(maps, voxel_t, voxel_target).astype(np.float32))  # as ensemble_case
             scores.append(rescaled_score([case_score(amap, case.foreground, p.case_top_fraction)
                                           for amap, p in zip(maps, predictors)], case_t, case_target))

@@ -223,10 +223,12 @@ class Predictor:
         return (*score_volume(*window, foreground=foreground), None)
 
     def postprocess(self, fold: TrainedFold, score: np.ndarray, image: np.ndarray, restoration: np.ndarray,
-                    foreground: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
-        """``score`` through ``fold``'s postprocessing (residual normalisation first), on the preprocessed grid."""
+                    foreground: np.ndarray, spacing: Sequence[float], novelty_unit: np.ndarray | None = None
+                    ) -> np.ndarray:
+        """``score`` through ``fold``'s postprocessing (residual normalisation first), on the preprocessed grid;
+        ``novelty_unit``: the intensity-novelty term at weight 1 when computed elsewhere (validation cases)."""
         return apply_postprocessing(score, foreground, spacing, fold.postprocessing, in_plane_only=self.cfg.dim == 2,
-                                    image=image, restoration=restoration)
+                                    image=image, restoration=restoration, novelty_unit=novelty_unit)
 
     def score_prepared(self, prepared: tuple[PreprocessedCase, float], with_restoration: bool | None = None,
                        with_uncertainty: bool | None = None) -> dict:

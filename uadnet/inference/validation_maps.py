@@ -9,12 +9,15 @@ The validation cases are the fold's ``val`` cases of ``UADNET_PREPROCESSED/<data
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from uadnet import paths
 from uadnet.inference.model_loading import TrainedFold
 from uadnet.inference.predictor import Predictor
 from uadnet.plans import SPLITS_FILE, Plans
+from uadnet.postprocessing.intensity_novelty import IntensityNovelty, leave_one_out
 from uadnet.training.validation import ValidationCase, make_validation_set
 from uadnet.utilities.file_io import load_json
 
@@ -44,15 +47,29 @@ def validation_cases(plans: Plans, configuration: str, fold: str) -> list[Valida
                                validation_ids(plans.dataset_name, fold))
 
 
-def validation_map(p: Predictor, fold: TrainedFold, case: ValidationCase, image: np.ndarray) -> np.ndarray:
+def held_out_novelty(fold: TrainedFold, cases: Sequence[ValidationCase]) -> list[IntensityNovelty | None]:
+    """Per case, the fold's intensity novelty with its histogram from the *other* cases (weight 1), as training
+    scored its validation cases; None for every case when the fold adds no novelty term."""
+    novelty = fold.postprocessing.intensity_novelty
+    if novelty is None or novelty.weight == 0:
+        return [None] * len(cases)
+    return leave_one_out(novelty, [c.healthy for c in cases], [c.foreground for c in cases])
+
+
+def validation_map(p: Predictor, fold: TrainedFold, case: ValidationCase, image: np.ndarray,
+                   novelty: IntensityNovelty | None = None) -> np.ndarray:
     """The postprocessed map (z, y, x) float32 of ``image`` (``case.healthy`` or ``case.corrupted``, (c, z, y, x))
-    by ``fold`` of ``p``: as :meth:`Predictor.score_prepared` makes each fold's map (precision, step size)."""
+    by ``fold`` of ``p``: as :meth:`Predictor.score_prepared` makes each fold's map (precision, step size), with the
+    intensity novelty of ``novelty`` (the case's entry of :func:`held_out_novelty`) when given."""
     score, restoration, _ = p.fold_scores(fold, image, case.foreground)
-    return np.asarray(p.postprocess(fold, score, image, restoration, case.foreground, case.spacing), np.float32)
+    unit = None if novelty is None else novelty.term(image)
+    return np.asarray(p.postprocess(fold, score, image, restoration, case.foreground, case.spacing, unit),
+                      np.float32)
 
 
-def fold_maps(p: Predictor, fold: TrainedFold, case: ValidationCase) -> tuple[np.ndarray, np.ndarray]:
+def fold_maps(p: Predictor, fold: TrainedFold, case: ValidationCase, novelty: IntensityNovelty | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
     """``(anomalous, healthy)`` foreground scores (1-D float32) of one validation case (:func:`validation_map`)."""
-    anomalous, healthy = (validation_map(p, fold, case, image)[case.foreground]
+    anomalous, healthy = (validation_map(p, fold, case, image, novelty)[case.foreground]
                           for image in (case.corrupted, case.healthy))
     return anomalous, healthy

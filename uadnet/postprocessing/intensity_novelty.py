@@ -91,6 +91,25 @@ def _bin_index(image: np.ndarray, lows: Sequence[float], highs: Sequence[float],
                  for c, (lo, hi) in enumerate(zip(lows, highs)))
 
 
+def _counts(values: np.ndarray, lows: Sequence[float], highs: Sequence[float], bins: int) -> np.ndarray:
+    """Joint histogram (``bins`` per channel) of ``values`` (c, n)."""
+    index = _bin_index(values[:, :, None, None], lows, highs, bins)
+    flat = np.ravel_multi_index(tuple(i.ravel() for i in index), (bins,) * len(lows))
+    return np.bincount(flat, minlength=bins ** len(lows)).reshape((bins,) * len(lows))
+
+
+def leave_one_out(novelty: IntensityNovelty, images: Sequence[np.ndarray], foregrounds: Sequence[np.ndarray]
+                  ) -> list[IntensityNovelty]:
+    """Per case, ``novelty`` with its histogram made from the *other* cases' healthy foreground (same ranges,
+    normaliser and scale), at weight 1: how training scored the healthy validation cases it was fitted on, so a
+    recalibration on the same cases reproduces its thresholds."""
+    counts = [_counts(np.asarray(im, np.float32)[:, np.asarray(f, bool)], novelty.lows, novelty.highs, novelty.bins)
+              for im, f in zip(images, foregrounds)]
+    total = np.sum(counts, axis=0)
+    return [replace(novelty, log_density=tuple(float(v) for v in _log_density(total - c).ravel()), weight=1.0)
+            for c in counts]
+
+
 def _log_density(counts: np.ndarray) -> np.ndarray:
     smooth = ndimage.gaussian_filter(counts.astype(np.float64), SMOOTHING_BINS, mode="constant") + PSEUDO_COUNT
     return -np.log(smooth / smooth.sum())
@@ -115,11 +134,7 @@ def fit_intensity_novelty(images: Sequence[np.ndarray], foregrounds: Sequence[np
         return None
     bins = BINS_PER_CHANNEL[channels]
     lows, highs = tuple(lo - MARGIN * (hi - lo)), tuple(hi + MARGIN * (hi - lo))
-    counts = []
-    for v in values:
-        index = _bin_index(v[:, :, None, None], lows, highs, bins)
-        counts.append(np.bincount(np.ravel_multi_index(tuple(i.ravel() for i in index), (bins,) * channels),
-                                  minlength=bins ** channels).reshape((bins,) * channels))
+    counts = [_counts(v, lows, highs, bins) for v in values]
     total = np.sum(counts, axis=0)
     loo_tables = [_log_density(total - c) for c in counts]
     healthy_novelty = np.concatenate([table[_bin_index(v[:, :, None, None], lows, highs, bins)].ravel()

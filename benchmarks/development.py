@@ -173,6 +173,34 @@ def _f(v: Any) -> str:
     return "–" if v is None else f"{v:.3f}"
 
 
+def _grid(record: dict) -> str:
+    return "edited spacing" if any(e.startswith("configuration.spacing") for e in record["edits"]) else \
+        "the plans' spacing"
+
+
+def rank_correlations_per_grid(rows: list[dict]) -> list[str]:
+    """Spearman of validation AP against development-test pooled AP among runs whose validation cases are the same
+    data (same grid, validation section unedited): trained runs by final validation AP, and all runs (inference-only
+    variants too) by validation AP after postprocessing."""
+    lines = []
+    comparable = [r for r in rows if r.get("validation_curve") and not any(
+        e.startswith(("validation.", "configuration.training.validation_size_law")) for e in r["edits"])]
+    for grid in sorted({_grid(r) for r in comparable}):
+        same = [r for r in comparable if _grid(r) == grid]
+        trained = [r for r in same if not r.get("reused_training_of")]
+        parts = []
+        if len(trained) >= 3:
+            rho = spearmanr([r["validation_curve"][-1][1] for r in trained], [r["pooled_ap"] for r in trained])[0]
+            parts.append(f"{len(trained)} trained runs by final validation AP {rho:.2f}")
+        post = [r for r in same if r.get("validation_ap_postprocessed") is not None]
+        if len(post) >= 3:
+            rho = spearmanr([r["validation_ap_postprocessed"] for r in post], [r["pooled_ap"] for r in post])[0]
+            parts.append(f"{len(post)} runs incl. inference-only variants by postprocessed validation AP {rho:.2f}")
+        if parts:
+            lines += ["", f"Same validation data ({grid}): Spearman over " + "; ".join(parts) + "."]
+    return lines
+
+
 def table(root: Path) -> str:
     rows = [json.loads(p.read_text()) for p in sorted((root / "records").glob("*.json"))
             if "__inference" not in p.name]
@@ -199,6 +227,7 @@ def table(root: Path) -> str:
             rho = spearmanr([r["validation_curve"][-1][1] for r in trained], [r["pooled_ap"] for r in trained])[0]
             lines += ["", (f"Rank correlation (Spearman) of final validation AP with development-test pooled AP over "
                           f"the {len(trained)} trained variants: {rho:.2f}.")]
+        lines += rank_correlations_per_grid(sel)
         for inf in sorted((root / "records").glob(f"{dataset}__*__inference.json")):
             sev = json.loads(inf.read_text())["severities"]
             rho = spearmanr([v["validation_ap"] for v in sev.values()], [v["test_ap"] for v in sev.values()])[0]

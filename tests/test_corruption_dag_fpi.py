@@ -176,3 +176,26 @@ def test_transform_keys_shapes_determinism(spatial):
     # without a foreground key everything is foreground; a single-sample batch uses its own shifted copy
     one = CorruptionTransform(FPI(size_mm=(5, 12), severity_range=(0.5, 0.5)), seed=0)(data=batch[:1].copy())
     assert one["severity"][0] == pytest.approx(0.5) and one["anomaly_mask"].any()
+
+
+def test_dag_places_up_to_max_shapes_shapes_with_one_severity():
+    from scipy import ndimage
+
+    img = np.full((1, 1, 96, 96), 0.5, np.float32)
+    img[:, :, :, 48:] = 0.8
+    fg = np.ones((1, 96, 96), bool)
+    one, many = DAG(size_mm=(8, 12), edge_probability=0.0), DAG(size_mm=(8, 12), edge_probability=0.0, max_shapes=4)
+    counts, single = [], []
+    for seed in range(12):
+        a = one(img, fg, np.random.default_rng(seed), (1.0, 1.0, 1.0))
+        b = many(img, fg, np.random.default_rng(seed), (1.0, 1.0, 1.0))
+        again = many(img, fg, np.random.default_rng(seed), (1.0, 1.0, 1.0))
+        np.testing.assert_array_equal(b.image, again.image)  # deterministic under the seed
+        if a.severity > 0:  # the first shape is the one-shape corruption's (same draws)
+            assert np.all(b.mask >= a.mask) and b.severity >= a.severity
+        counts.append(ndimage.label(b.mask > 0)[1])
+        single.append(ndimage.label(a.mask > 0)[1])
+    assert np.mean(counts) > np.mean(single) + 0.5  # several shapes per sample (they may touch)
+    assert np.mean(b.mask > 0) < 0.5
+    with pytest.raises(ValueError, match="dag_max_shapes"):
+        DAG(max_shapes=0)

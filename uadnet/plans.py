@@ -161,7 +161,8 @@ class ConfigurationPlan:
 class CorruptionPlan:
     """Synthetic-anomaly parameters shared by all families, in physical units. ``shape_size_mm``: (min, max) full
     extent of a shape per axis, drawn ``size_distribution`` ``uniform`` or ``log_uniform`` between them.
-    ``bias_classes``: DAG's choice of biased tissue classes, ``subset`` or ``reference`` (see ``corruption.dag``)."""
+    ``bias_classes``: DAG's choice of biased tissue classes, ``subset`` or ``reference`` (see ``corruption.dag``);
+    ``dag_max_shapes``: DAG places 1 to this many shapes per sample (1: the reference's one)."""
 
     shape_size_mm: list[float]
     shape_types: list[str] = field(default_factory=lambda: ["box", "ellipsoid", "blob"])
@@ -176,6 +177,7 @@ class CorruptionPlan:
     bias_blur_sigma_voxels: float = 1.0
     size_distribution: str = "uniform"
     bias_classes: str = "subset"
+    dag_max_shapes: int = 1
 
 
 @dataclass

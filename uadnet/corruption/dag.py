@@ -9,8 +9,9 @@ then clip to [0, 1]. α_tex, α_b ~ U(severity_range); severity α = max(α_tex,
 ``subset`` (default): a uniform-size random non-empty subset of the clean image's classes inside the mask;
 ``reference`` (the public code's ``bias.py``): the texture-corrupted image is quantised, class q is picked with
 probability n_q / (N + 1000) (n_q of its voxels among the N inside the mask; none picked → all), and α_b becomes
-the largest change the bias actually made after clipping. Only the mask's bounding box
-(plus the blur margin) is computed. The random draws do not depend on α, so one seed gives the same shape,
+the largest change the bias actually made after clipping. ``max_shapes`` > 1 (plans:
+``corruption.dag_max_shapes``) places 1 to ``max_shapes`` shapes (uniformly many), each with its own shape, sign and
+classes and the same α_tex, α_b. Only each mask's bounding box (plus the blur margin) is computed. The random draws do not depend on α, so one seed gives the same shape,
 classes and sign at every severity.
 """
 
@@ -94,18 +95,22 @@ class DAG:
     bias_blur_sigma_voxels: float = 1.0
     size_distribution: str = "uniform"
     bias_classes: str = "subset"
+    max_shapes: int = 1
 
     def __post_init__(self) -> None:
         if self.bias_classes not in ("subset", "reference"):
             raise ValueError(f"corruption.bias_classes '{self.bias_classes}' is not supported; use 'subset' or "
                              "'reference' in uadnet_plans.json")
+        if int(self.max_shapes) < 1:
+            raise ValueError(f"corruption.dag_max_shapes must be >= 1, got {self.max_shapes}: fix uadnet_plans.json")
 
     @classmethod
     def from_plans(cls, plans: Plans) -> DAG:
         cp = plans.corruption
         return cls(tuple(cp.shape_size_mm), tuple(cp.shape_types), tuple(cp.edge_sigma_voxels),
                    cp.edge_smoothing_probability, [list(c) for c in cp.intensity_codebook],
-                   severity_range_of(cp), cp.bias_blur_sigma_voxels, cp.size_distribution, cp.bias_classes)
+                   severity_range_of(cp), cp.bias_blur_sigma_voxels, cp.size_distribution, cp.bias_classes,
+                   cp.dag_max_shapes)
 
     def channel_codebooks(self, num_channels: int) -> list[list[float]]:
         books = [sorted(c) for c in self.codebook if len(c)] or [list(DEFAULT_CODEBOOK)]
@@ -118,16 +123,41 @@ class DAG:
     def __call__(self, image: np.ndarray, foreground: np.ndarray, rng: np.random.Generator,
                  spacing: Sequence[float], *, foreign: np.ndarray | None = None,
                  foreign_foreground: np.ndarray | None = None) -> Corrupted:
-        mask = random_shape(image.shape[1:], foreground, rng, spacing, self.size_mm, self.shape_types,
-                            self.edge_sigma_voxels, self.edge_probability,
-                            size_distribution=self.size_distribution)
+        mask = self._shape(image, foreground, rng, spacing)
         a_tex, a_b = (float(a) for a in rng.uniform(*self.severity_range, size=2))
         sign = 1.0 if rng.random() < 0.5 else -1.0
         fp = foreign_image(image, rng, foreign)
+        if max(a_tex, a_b) == 0.0:
+            return unchanged(image)
+        first = self._one(image, mask, fp, rng, a_tex, a_b, sign)
+        if first is None:
+            return unchanged(image)
+        result, applied_b = first
+        masks = [mask]
+        extra = int(rng.integers(0, self.max_shapes)) if self.max_shapes > 1 else 0
+        for _ in range(extra):  # further shapes: their own shape, sign and classes, the same severities
+            mask = self._shape(image, foreground, rng, spacing)
+            sign = 1.0 if rng.random() < 0.5 else -1.0
+            more = self._one(result, mask, fp, rng, a_tex, a_b, sign)
+            if more is not None:
+                result, b = more
+                applied_b = max(applied_b, b)
+                masks.append(mask)
+        return Corrupted(result, np.maximum.reduce(masks), max(a_tex, applied_b))
+
+    def _shape(self, image: np.ndarray, foreground: np.ndarray, rng: np.random.Generator,
+               spacing: Sequence[float]) -> np.ndarray:
+        return random_shape(image.shape[1:], foreground, rng, spacing, self.size_mm, self.shape_types,
+                            self.edge_sigma_voxels, self.edge_probability, size_distribution=self.size_distribution)
+
+    def _one(self, image: np.ndarray, mask: np.ndarray, fp: np.ndarray, rng: np.random.Generator, a_tex: float,
+             a_b: float, sign: float) -> tuple[np.ndarray, float] | None:
+        """Texture and bias inside one shape ``mask``: ``(corrupted copy of image, the bias severity applied)``, or
+        None for an empty mask."""
         margin = int(np.ceil(3 * self.bias_blur_sigma_voxels)) + 1
         box = mask_bbox(mask, margin)
-        if box is None or max(a_tex, a_b) == 0.0:
-            return unchanged(image)
+        if box is None:
+            return None
         crop = (slice(None),) + box
         m, x = mask[box], image[crop]
         books = self.channel_codebooks(image.shape[0])
@@ -149,4 +179,4 @@ class DAG:
             a_b = float(np.abs(out - np.clip(textured, 0.0, 1.0)).max()) if a_b > 0 else 0.0
         result = image.astype(np.float32, copy=True)
         result[crop] = out
-        return Corrupted(result, mask, max(a_tex, a_b))
+        return result, a_b

@@ -101,6 +101,8 @@ def test_round_trip_through_json_and_the_chain():
     again = Postprocessing.from_dict(json.loads(json.dumps(pp.to_dict())))
     assert again == pp and isinstance(again.intensity_novelty, IntensityNovelty)
     assert Postprocessing.from_dict({"foreground_mask": True}).intensity_novelty is None  # files before it
+    summary = again.summary()["intensity_novelty"]  # what prediction.json records: no density table
+    assert "log_density" not in summary and summary["weight"] == 2.0 and summary["bins"] == novelty.bins
     case = images[1].copy()
     case[0, 0, 20, 20] = 0.95
     case[0, 0, 1, 1] = 0.95  # same value in the background: not tissue, no term

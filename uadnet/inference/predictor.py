@@ -295,7 +295,7 @@ class Predictor:
                 "plans_name": self.s.plans_name, "folds": [f.fold for f in self.folds], "checkpoint": self.s.checkpoint,
                 "fpr": self.s.fpr, "voxel_threshold": self.voxel_threshold, "case_threshold": self.case_threshold,
                 "voxel_thresholds_per_fold": {f.fold: f.calibration["voxel_thresholds"] for f in self.folds},
-                "postprocessing_per_fold": {f.fold: f.postprocessing.to_dict() for f in self.folds},
+                "postprocessing_per_fold": {f.fold: f.postprocessing.summary() for f in self.folds},
                 "step_size": self.step_size, "precision": self.precision, "device": str(self.device),
                 "run_settings": self.run_settings.to_dict(), "backend_per_fold": self.backends,
                 "uadnet_version": __version__, "plans_uadnet_version": self.plans.uadnet_version,

@@ -74,6 +74,10 @@ class IntensityNovelty:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def summary(self) -> dict:
+        """Everything but the density table (which stays in the fold's ``postprocessing.json``)."""
+        return {k: v for k, v in asdict(self).items() if k != "log_density"}
+
     @classmethod
     def from_dict(cls, d: dict) -> IntensityNovelty:
         return cls(tuple(float(v) for v in d["lows"]), tuple(float(v) for v in d["highs"]), int(d["bins"]),

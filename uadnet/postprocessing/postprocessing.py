@@ -42,6 +42,13 @@ class Postprocessing:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def summary(self) -> dict:
+        """:meth:`to_dict` with the intensity novelty summarised (no density table): for ``prediction.json``."""
+        d = self.to_dict()
+        if self.intensity_novelty is not None:
+            d["intensity_novelty"] = self.intensity_novelty.summary()
+        return d
+
     @classmethod
     def from_dict(cls, d: dict) -> Postprocessing:
         unknown = set(d) - set(cls.__dataclass_fields__)

@@ -116,7 +116,8 @@ def decide_postprocessing(scores: Sequence[np.ndarray], labels: Sequence[np.ndar
     ``component_threshold``, or
     ``calibrate_threshold(pp)`` (called with the steps chosen so far, e.g. the healthy 1 % FPR threshold).
     With a fitted ``novelty`` and each case's term at weight 1 (``novelty_units``), the intensity-novelty weights
-    ``NOVELTY_WEIGHTS`` are tried last (the term is added after the other steps). Returns the choice and a log of every trial (JSON-ready)."""
+    ``NOVELTY_WEIGHTS`` are tried last (the term is added after the other steps). Returns the choice and a log of
+    every trial (JSON-ready)."""
     units = list(novelty_units) if novelty_units is not None else [None] * len(scores)
 
     def ap_of(pp: Postprocessing) -> float:

@@ -11,8 +11,8 @@ then clip to [0, 1]. α_tex, α_b ~ U(severity_range); severity α = max(α_tex,
 probability n_q / (N + 1000) (n_q of its voxels among the N inside the mask; none picked → all), and α_b becomes
 the largest change the bias actually made after clipping. ``max_shapes`` > 1 (plans:
 ``corruption.dag_max_shapes``) places 1 to ``max_shapes`` shapes (uniformly many), each with its own shape, sign and
-classes and the same α_tex, α_b. Only each mask's bounding box (plus the blur margin) is computed. The random draws do not depend on α, so one seed gives the same shape,
-classes and sign at every severity.
+classes and the same α_tex, α_b. Only each mask's bounding box (plus the blur margin) is computed. The random
+draws do not depend on α, so one seed gives the same shapes, classes and signs at every severity.
 """
 
 from __future__ import annotations

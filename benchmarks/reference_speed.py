@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import cpu_label, use_root, write_section
+from _common import cpu_label, trained_iterations, use_root, write_section
 
 REFERENCE_WIDTHS = (32, 64, 96, 128, 256, 256)
 REFERENCE_PATCH = (128, 128)
@@ -96,7 +96,8 @@ def main() -> None:
         f"median of {args.repeats}. Reference: snavalm/disyre's `DISYREPipeline` (`mean-single-step`, K = {K}, its "
         f"UNet of widths {list(REFERENCE_WIDTHS)} with random weights, its sliding window of {list(REFERENCE_PATCH)} "
         f"patches at `overlap` 0.25) over the {shape[0]} slices; uadnet: `UadnetPredictor.predict_array`, fold 0 of "
-        f"`{args.plans}` (K = {K}), torch backend, whole per-case path (preprocessing, scoring, postprocessing, "
+        f"`{args.plans}` ({trained_iterations(model / 'fold_0')} iterations, K = {K}), torch backend, whole per-case "
+        "path (preprocessing, scoring, postprocessing, "
         "export)."), "",
         "| | seconds per volume | reference / this |",
         "|---|---|---|",

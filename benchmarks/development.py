@@ -47,7 +47,12 @@ def _parse_set(text: str) -> tuple[list[str], Any]:
 
 
 def edit_plans(plans: dict, edits: list[str], configuration: str = "2d") -> dict:
-    """Apply ``dotted.key=JSON`` edits; keys starting with ``configuration.`` go to that configuration."""
+    """Apply ``dotted.key=JSON`` edits; keys starting with ``configuration.`` go to that configuration. The plans
+    are first read and written back through :class:`uadnet.plans.Plans`, so older files are edited in the current
+    form (e.g. with their ``validation`` section)."""
+    from uadnet.plans import Plans
+
+    plans = Plans.from_dict(plans).to_dict()
     for text in edits:
         keys, value = _parse_set(text)
         node = plans

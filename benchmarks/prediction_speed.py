@@ -7,7 +7,8 @@ times, in a fresh process per measurement, the whole per-case path of ``uadnet_p
 preprocess → Gaussian sliding window over every slice with the ensemble scorer (K restorations per tile) →
 inverse preprocessing → write map and mask. The network has random weights (speed does not depend on them).
 fp32 and bf16; and the ensemble in one batched forward pass (K·b tiles) against K sequential passes (b tiles
-each, one severity at a time). Medians of ``repeats``.
+each, one severity at a time), at the plans' sliding-window step. ``--step_sizes``: further steps (fractions of the
+patch, what ``uadnet_predict --step_size`` sets), timed batched. Medians of ``repeats``.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class SequentialEnsemble:
         return torch.cat([score / k, restored / k], dim=1)
 
 
-def measure(root: str, precision: str, batched: bool) -> dict:
+def measure(root: str, precision: str, batched: bool, step_size: float | None = None) -> dict:
     import tempfile
     import time
 
@@ -74,7 +75,8 @@ def measure(root: str, precision: str, batched: bool) -> dict:
     image, props = reader.read_images(channels)
     pre = preprocess_case(image, props, plans, cfg_name)
     t1 = time.perf_counter()
-    score, _ = score_volume(scorer, pre.data, cfg.patch_size, cfg.inference.step_size,
+    step = cfg.inference.step_size if step_size is None else step_size
+    score, _ = score_volume(scorer, pre.data, cfg.patch_size, step,
                             cfg.inference.gaussian_sigma_scale, cfg.inference.batch_size, "cpu",
                             foreground=pre.foreground)
     t2 = time.perf_counter()
@@ -85,7 +87,7 @@ def measure(root: str, precision: str, batched: bool) -> dict:
     t3 = time.perf_counter()
     return {"total": t3 - t0, "read_preprocess": t1 - t0, "scoring": t2 - t1, "export": t3 - t2,
             "peak_mb": peak_rss_mb(), "shape": list(image.shape[1:]), "preprocessed": list(pre.data.shape[1:]),
-            "patch": cfg.patch_size, "config": cfg_name, "k": len(severities), "batch": cfg.inference.batch_size,
+            "patch": cfg.patch_size, "config": cfg_name, "k": len(severities), "batch": cfg.inference.batch_size, "step_size": step,
             "threads": torch.get_num_threads()}
 
 
@@ -94,27 +96,38 @@ def main() -> None:
     p.add_argument("--root", type=Path, default=None)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--write", action="store_true")
-    p.add_argument("--measure", nargs=2, metavar=("PRECISION", "MODE"), help=argparse.SUPPRESS)
+    p.add_argument("--step_sizes", type=float, nargs="*", default=[],
+                   help="further sliding-window steps (fractions of the patch) to time, K-batched")
+    p.add_argument("--no_sequential", action="store_true", help="skip the K-sequential comparison")
+    p.add_argument("--measure", nargs=3, metavar=("PRECISION", "MODE", "STEP"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.measure:
-        print(json.dumps(measure(str(args.root), args.measure[0], args.measure[1] == "batched")))
+        step = None if args.measure[2] == "plans" else float(args.measure[2])
+        print(json.dumps(measure(str(args.root), args.measure[0], args.measure[1] == "batched", step)))
         return
     if args.root is None:
         p.error("--root is required")
     demo_plans(args.root, resolution=1.0, n_train=4, dataset_id=DATASET_ID)
-    results = {}
-    for precision in ("fp32", "bf16"):
-        for mode in ("batched", "sequential"):
-            results[precision, mode], info = median_of_runs(
-                [sys.executable, __file__, "--root", str(args.root), "--measure", precision, mode], args.repeats,
-                ("total", "read_preprocess", "scoring", "export", "peak_mb"))
-            print(precision, mode, results[precision, mode], flush=True)
+    results, keys = {}, ("total", "read_preprocess", "scoring", "export", "peak_mb")
+    modes = ("batched",) if args.no_sequential else ("batched", "sequential")
+    runs = [(precision, mode, "plans") for precision in ("fp32", "bf16") for mode in modes]
+    runs += [(precision, "batched", str(step)) for step in args.step_sizes for precision in ("fp32", "bf16")]
+    for precision, mode, step in runs:
+        results[precision, mode, step], info = median_of_runs(
+            [sys.executable, __file__, "--root", str(args.root), "--measure", precision, mode, step], args.repeats, keys)
+        print(precision, mode, step, results[precision, mode, step], flush=True)
+        if step == "plans":
+            plans_step = info["step_size"]
     rows = []
-    for precision in ("fp32", "bf16"):
-        b, s = results[precision, "batched"], results[precision, "sequential"]
-        rows.append(f"| {precision} | {b['total']:.1f} s (read+preprocess {b['read_preprocess']:.1f}, scoring "
-                    f"{b['scoring']:.1f}, export {b['export']:.1f}) | {s['total']:.1f} s | "
-                    f"{s['scoring'] / b['scoring']:.2f}× | {b['peak_mb']:.0f} / {s['peak_mb']:.0f} |")
+    for precision, mode, step in runs:
+        if mode == "sequential":
+            continue
+        b, s = results[precision, mode, step], results.get((precision, "sequential", step))
+        rows.append(f"| {precision} | {plans_step if step == 'plans' else float(step):g} | {b['total']:.1f} s "
+                    f"(read+preprocess {b['read_preprocess']:.1f}, scoring {b['scoring']:.1f}, export "
+                    f"{b['export']:.1f}) | " + (f"{s['total']:.1f} s | {s['scoring'] / b['scoring']:.2f}× | "
+                                                f"{b['peak_mb']:.0f} / {s['peak_mb']:.0f} |" if s else
+                                                f"– | – | {b['peak_mb']:.0f} / – |"))
     text = "\n".join([
         "## Prediction of one 1 mm brain volume",
         "",
@@ -124,12 +137,14 @@ def main() -> None:
          f"{info['threads']} threads; whole per-case path incl. reading and writing. Median of {args.repeats} fresh "
          "processes."),
         "",
-        ("| precision | K-batched (one forward of K·b tiles) | K-sequential | sequential / batched (scoring) "
+        ("| precision | step | K-batched (one forward of K·b tiles) | K-sequential | sequential / batched (scoring) "
          "| peak MB batched / sequential |"),
-        "|---|---|---|---|---|",
+        "|---|---|---|---|---|---|",
         *rows,
         "",
-        f"Reproduce: `python benchmarks/prediction_speed.py --root ROOT --repeats {args.repeats} --write`",
+        (f"Reproduce: `python benchmarks/prediction_speed.py --root ROOT --repeats {args.repeats}"
+         + (f" --step_sizes {' '.join(f'{v:g}' for v in args.step_sizes)}" if args.step_sizes else "")
+         + (" --no_sequential" if args.no_sequential else "") + " --write`"),
     ])
     print(text)
     if args.write:

@@ -130,13 +130,22 @@ class InferencePlan:
     ``residual_normalisation_quantile``: after training, maps are divided by this quantile of the healthy validation
     scores of tissue alike in restored intensity and gradient (:mod:`uadnet.postprocessing.residual_normalisation`);
     null turns it off. ``intensity_novelty``: offer the validation choice a term for intensities (colours) rare among
-    healthy voxels (:mod:`uadnet.postprocessing.intensity_novelty`); false never adds it."""
+    healthy voxels (:mod:`uadnet.postprocessing.intensity_novelty`); false never adds it. ``coarse_step_size``:
+    after training, validation also scores with this (faster) step where it places other tiles, and prediction uses
+    it unless it loses validation AP (:func:`uadnet.training.validation.choose_step_and_calibrate`); null: never."""
 
     step_size: float = 0.5
+    coarse_step_size: float | None = 1.0
     gaussian_sigma_scale: float = 0.125
     batch_size: int = 4
     residual_normalisation_quantile: float | None = 0.99
     intensity_novelty: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 < self.step_size <= 1 or self.coarse_step_size is not None and not \
+                self.step_size <= self.coarse_step_size <= 1:
+            raise PlansError(f"'inference.step_size' must be in (0, 1] and 'inference.coarse_step_size' in "
+                             f"[step_size, 1] or null; got {self.step_size} and {self.coarse_step_size}")
 
 
 @dataclass

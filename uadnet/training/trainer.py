@@ -41,7 +41,7 @@ from uadnet.training.distributed import init_distributed, shutdown_distributed
 from uadnet.training.ema import EMA
 from uadnet.training.model_folder import copy_plans, refuse_mixed_plans
 from uadnet.training.progress import TrainingLog, empty_history, plot_progress
-from uadnet.training.validation import make_validation_set, postprocess_and_calibrate, validation_ap
+from uadnet.training.validation import choose_step_and_calibrate, make_validation_set, validation_ap
 from uadnet.utilities import checkpoints as ckpt
 from uadnet.utilities.file_io import load_json, save_json
 from uadnet.utilities.torch_utils import autocast
@@ -389,16 +389,17 @@ class Trainer:
             fitted = None
             for checkpoint, network in networks_to_calibrate(self.folder, self.ema.model, iteration):
                 if network is not None:
-                    fitted = postprocess_and_calibrate(self.method.scorer(network, self.precision),
+                    fitted = choose_step_and_calibrate(self.method.scorer(network, self.precision),
                                                        self.validation_cases, self.cfg, self.device)
-                record, result = fitted
+                record, result, step = fitted
                 about = {"checkpoint": checkpoint, "fold": str(self.s.fold), "method": self.s.method,
                          "configuration": self.config_name, "precision": self.precision,
-                         "step_size": self.cfg.inference.step_size, "uadnet_version": __version__}
+                         "step_size": step, "uadnet_version": __version__}
                 save_json({**record, **about}, self.folder / ckpt.per_checkpoint_file(POSTPROCESSING_FILE, checkpoint))
                 save_json({**result, **about}, self.folder / ckpt.per_checkpoint_file(CALIBRATION_FILE, checkpoint))
                 kept = [k for k, v in record["postprocessing"].items() if v]
-                self.log(f"{checkpoint}: postprocessing kept {kept or 'none'} (validation AP "
+                self.log(f"{checkpoint}: step size {step} (validation AP by step {record['step_size_trials']}); "
+                         f"postprocessing kept {kept or 'none'} (validation AP "
                          f"{record['validation_ap_all_voxels']}); calibration: voxel thresholds "
                          f"{result['voxel_thresholds']}, case threshold {result['case_threshold']:.4f}")
         self.log(f"finished at iteration {iteration}; best validation AP {self.best_ap}")

@@ -21,10 +21,12 @@ from uadnet.corruption.registry import build_corruption
 from uadnet.plans import ConfigurationPlan, Plans
 from uadnet.postprocessing import Postprocessing, apply_postprocessing, decide_postprocessing
 from uadnet.postprocessing.intensity_novelty import fit_intensity_novelty
+from uadnet.postprocessing.postprocessing import MIN_GAIN
 from uadnet.postprocessing.residual_normalisation import fit_residual_normalisation, residual_features
 from uadnet.scoring.average_precision import pooled_ap
 from uadnet.scoring.calibration import calibrate
 from uadnet.scoring.scorers import Scorer, score_volume
+from uadnet.scoring.sliding_window import tile_starts
 from uadnet.training.dataloading import PreprocessedDataset
 from uadnet.utilities.file_io import load_json
 
@@ -147,6 +149,33 @@ def postprocess_and_calibrate(scorer: Scorer, cases: Sequence[ValidationCase], c
               "cases": [c.key for c in cases]}
     calibration["cases"] = [c.key for c in cases]
     return record, calibration
+
+
+def _tiles(cases: Sequence[ValidationCase], cfg: ConfigurationPlan, step_size: float) -> list[list[list[int]]]:
+    """Per case, the sliding window's tile starts per spatial axis (the volume padded to the patch, as scored)."""
+    patch = list(cfg.patch_size)
+    return [tile_starts([max(n, p) for n, p in zip(c.healthy.shape[-len(patch):], patch)], patch, step_size)
+            for c in cases]
+
+
+def choose_step_and_calibrate(scorer: Scorer, cases: Sequence[ValidationCase], cfg: ConfigurationPlan,
+                              device: torch.device) -> tuple[dict, dict, float]:
+    """:func:`postprocess_and_calibrate` at ``inference.step_size`` and, when ``inference.coarse_step_size`` places
+    other tiles on some validation case, at that step too; the coarse step (fewer tiles: faster) is kept unless its
+    postprocessed validation AP is lower by more than ``MIN_GAIN``. Returns ``(record, calibration, step)``; the
+    record lists the AP of every step tried under ``step_size_trials``."""
+    fine, coarse = cfg.inference.step_size, cfg.inference.coarse_step_size  # checked by the plans (fine ≤ coarse)
+    record, calibration = postprocess_and_calibrate(scorer, cases, cfg, device)
+    trials = {str(fine): record["validation_ap_all_voxels"]["after"]}
+    step = fine
+    if coarse is not None and coarse != fine and _tiles(cases, cfg, coarse) != _tiles(cases, cfg, fine):
+        coarse_cfg = replace(cfg, inference=replace(cfg.inference, step_size=coarse))
+        coarse_record, coarse_calibration = postprocess_and_calibrate(scorer, cases, coarse_cfg, device)
+        trials[str(coarse)] = coarse_record["validation_ap_all_voxels"]["after"]
+        if (trials[str(coarse)] or 0.0) >= (trials[str(fine)] or 0.0) - MIN_GAIN:
+            record, calibration, step = coarse_record, coarse_calibration, coarse
+    record["step_size_trials"] = trials
+    return record, calibration, step
 
 
 def networks_to_calibrate(fold_folder: Path, final_network: torch.nn.Module, final_iteration: int

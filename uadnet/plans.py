@@ -12,21 +12,16 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-import types
-import typing
 from dataclasses import dataclass, field
 from typing import Any
 
 from uadnet import __version__
 from uadnet.utilities.file_io import load_json, save_json
+from uadnet.utilities.typed_sections import PlansError, section_from_dict  # both also used from here by plugins
 
 PLANS_FILE = "uadnet_plans.json"  # == paths.DEFAULT_PLANS_NAME + ".json"
 FINGERPRINT_FILE = "dataset_fingerprint.json"
 SPLITS_FILE = "splits_final.json"
-
-
-class PlansError(ValueError):
-    """``uadnet_plans.json`` does not match the schema."""
 
 
 @dataclass
@@ -332,7 +327,7 @@ class Plans:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Plans:
-        return _from_dict(cls, _migrate(d), "plans")
+        return section_from_dict(cls, _migrate(d), "plans")
 
     def save(self, path: str | os.PathLike) -> None:
         save_json(self.to_dict(), path)
@@ -343,38 +338,6 @@ class Plans:
             return cls.from_dict(load_json(path))
         except PlansError as e:
             raise PlansError(f"{path}: {e}. Fix the file by hand or delete it to let the planner rewrite it.") from e
-
-
-def _convert(tp: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise PlansError(f"'{where}' must be an object")
-        return _from_dict(tp, value, where)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None:
-            if type(None) in args:
-                return None
-            raise PlansError(f"'{where}' must not be null")
-        return _convert(next(a for a in args if a is not type(None)), value, where)
-    if origin is list:
-        if not isinstance(value, list):
-            raise PlansError(f"'{where}' must be a list")
-        (arg,) = typing.get_args(tp)
-        return [_convert(arg, v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise PlansError(f"'{where}' must be an object")
-        _, arg = typing.get_args(tp)
-        return {k: _convert(arg, v, f"{where}.{k}") for k, v in value.items()}
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise PlansError(f"'{where}' must be a number, got {value!r}")
-        return float(value)
-    if tp in (int, bool, str) and not (type(value) is tp):
-        raise PlansError(f"'{where}' must be of type {tp.__name__}, got {value!r}")
-    return value
 
 
 _MOVED_TO_VALIDATION = {"validation_corruption": "corruption", "validation_max_cases": "max_cases",
@@ -399,24 +362,3 @@ def _migrate(d: dict[str, Any]) -> dict[str, Any]:
     if validation:
         d["validation"] = validation
     return d
-
-
-def section_from_dict(cls: Any, d: dict[str, Any], where: str) -> Any:
-    """A typed plans section (a dataclass like those above) from JSON data; ``PlansError`` naming ``where`` for
-    unknown keys, missing required keys and wrong types (for sections of methods from other packages)."""
-    return _from_dict(cls, d, where)
-
-
-def _from_dict(cls: Any, d: dict[str, Any], where: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise PlansError(f"unknown key(s) {unknown} in '{where}' (typo?); known: {sorted(names)}")
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name in d:
-            kwargs[f.name] = _convert(hints[f.name], d[f.name], f"{where}.{f.name}")
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise PlansError(f"missing key '{where}.{f.name}'")
-    return cls(**kwargs)

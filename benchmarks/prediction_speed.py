@@ -88,6 +88,7 @@ def measure(root: str, precision: str, batched: bool, step_size: float | None = 
     return {"total": t3 - t0, "read_preprocess": t1 - t0, "scoring": t2 - t1, "export": t3 - t2,
             "peak_mb": peak_rss_mb(), "shape": list(image.shape[1:]), "preprocessed": list(pre.data.shape[1:]),
             "patch": cfg.patch_size, "config": cfg_name, "k": len(severities), "batch": cfg.inference.batch_size, "step_size": step,
+            "features": cfg.network.features_per_stage,
             "threads": torch.get_num_threads()}
 
 
@@ -132,10 +133,14 @@ def main() -> None:
         "## Prediction of one 1 mm brain volume",
         "",
         (f"One demo test volume at 1 mm ({info['shape']} voxels, {info['preprocessed']} after crop), plans made "
-         f"on this machine for it (configuration {info['config']}, patch {info['patch']}, {info['batch']} tiles "
-         f"per forward, K = {info['k']} severities), one fold, {platform.machine()} CPU {cpu_label()}, "
-         f"{info['threads']} threads; whole per-case path incl. reading and writing. Median of {args.repeats} fresh "
-         "processes."),
+         f"on this machine for it (configuration {info['config']}, patch {info['patch']}, "
+         f"{len(info['features'])} stages {info['features']}, random weights: speed does not depend on them, "
+         f"{info['batch']} tiles per forward, K = {info['k']} severities), one fold, {platform.machine()} CPU "
+         f"{cpu_label()}, {info['threads']} threads; whole per-case path incl. reading and writing. Median of "
+         f"{args.repeats} fresh processes. Step {plans_step:g}: the plans' `inference.step_size`"
+         + ("; other steps: what `uadnet_predict --step_size` uses, or a fold whose plans set "
+            "`coarse_step_size` and whose validation found it no worse (off by default)." if args.step_sizes
+            else ".")),
         "",
         ("| precision | step | K-batched (one forward of K·b tiles) | K-sequential | sequential / batched (scoring) "
          "| peak MB batched / sequential |"),

@@ -159,6 +159,8 @@ def run(root: Path, dataset: str, variant: str, edits: list[str], iterations: in
             record["reused_training_of"] = reuse
         assert train(argv) == 0
         record["train_minutes"] = round((time.monotonic() - t0) / 60, 2)
+        calibration = json.loads((folder / "fold_0" / "calibration.json").read_text())
+        record["case_score"] = calibration.get("case_score", {}).get("reduction", "mean_of_top_fraction")
         record["validation_curve"] = validation_curve(folder / "fold_0" / "training_log.txt")
         pp = json.loads((folder / "fold_0" / "postprocessing.json").read_text())
         record["postprocessing"] = [k for k, v in pp["postprocessing"].items() if v]
@@ -169,9 +171,14 @@ def run(root: Path, dataset: str, variant: str, edits: list[str], iterations: in
     assert evaluate(["-p", str(out), "-g", str(raw / "labelsTs"), "--groups", str(raw / "dataset.json"),
                      "--num_bootstrap", "0", "--disable_progress_bar"]) == 0
     record.update(summarize(json.loads((out / "summary.json").read_text())))
+    record["test_cases"] = len(list((raw / "labelsTs").iterdir()))
     record_file.parent.mkdir(parents=True, exist_ok=True)
     record_file.write_text(json.dumps(record, indent=2))
     return record
+
+
+# how the case scores behind "case AUROC" were computed (records without the field: the plain top 1 %, then the only one)
+CASE_SCORE_LABELS = {"mean_of_top_fraction": "top 1 %", "mean_of_top_fraction_over_median": "top 1 % / median"}
 
 
 def _f(v: Any) -> str:
@@ -183,15 +190,19 @@ def _grid(record: dict) -> str:
         "the plans' spacing"
 
 
+def _validation_edits(record: dict) -> str:
+    edits = [e for e in record["edits"] if e.startswith(("validation.", "configuration.training.validation_size_law"))]
+    return ", ".join(sorted(edits)) or "validation as planned"
+
+
 def rank_correlations_per_grid(rows: list[dict]) -> list[str]:
     """Spearman of validation AP against development-test pooled AP among runs whose validation cases are the same
-    data (same grid, validation section unedited): trained runs by final validation AP, and all runs (inference-only
+    data (same grid, same validation edits): trained runs by final validation AP, and all runs (inference-only
     variants too) by validation AP after postprocessing."""
     lines = []
-    comparable = [r for r in rows if r.get("validation_curve") and not any(
-        e.startswith(("validation.", "configuration.training.validation_size_law")) for e in r["edits"])]
-    for grid in sorted({_grid(r) for r in comparable}):
-        same = [r for r in comparable if _grid(r) == grid]
+    comparable = [r for r in rows if r.get("validation_curve")]
+    for key in sorted({(_grid(r), _validation_edits(r)) for r in comparable}):
+        same = [r for r in comparable if (_grid(r), _validation_edits(r)) == key]
         trained = [r for r in same if not r.get("reused_training_of")]
         parts = []
         if len(trained) >= 3:
@@ -202,8 +213,13 @@ def rank_correlations_per_grid(rows: list[dict]) -> list[str]:
             rho = spearmanr([r["validation_ap_postprocessed"] for r in post], [r["pooled_ap"] for r in post])[0]
             parts.append(f"{len(post)} runs incl. inference-only variants by postprocessed validation AP {rho:.2f}")
         if parts:
-            lines += ["", f"Same validation data ({grid}): Spearman over " + "; ".join(parts) + "."]
+            lines += ["", f"Same validation data ({key[0]}; {key[1]}): Spearman over " + "; ".join(parts) + "."]
     return lines
+
+
+def test_cases(record: dict) -> int:
+    """Development test cases a record was evaluated on (records written before this field: 24, the default then)."""
+    return int(record.get("test_cases", 24))
 
 
 def table(root: Path) -> str:
@@ -214,16 +230,18 @@ def table(root: Path) -> str:
         sel = [r for r in rows if r["dataset"] == dataset]
         kinds = sorted({k for r in sel for k in r["group_ap"]})
         bins = list(sel[0]["lesion_detection"])
-        lines += [f"**{dataset}** (CPU: {sel[0]['cpu']}; trained with bf16 autocast, fold 0)", "",
-                  "| variant | iterations | final val. AP | pooled AP | case AUROC | "
+        counts = ", ".join(str(n) for n in sorted({test_cases(r) for r in sel}))
+        lines += [f"**{dataset}** (CPU: {sel[0]['cpu']}; trained with bf16 autocast, fold 0; {counts} test cases)", "",
+                  "| variant | iterations | final val. AP | pooled AP | case AUROC | case score | "
                   + " | ".join(f"AP {k}" for k in kinds)
                   + " | " + " | ".join(f"det. {b}" for b in bins) + " | FP comp. healthy |",
-                  "|---" * (6 + len(kinds) + len(bins)) + "|"]
+                  "|---" * (7 + len(kinds) + len(bins)) + "|"]
         for r in sel:
             curve = r.get("validation_curve") or []
             val = _f(curve[-1][1]) if curve else "–"
             iterations = str(curve[-1][0]) if curve else "–"
             lines.append(f"| {r['variant']} | {iterations} | {val} | {_f(r['pooled_ap'])} | {_f(r['case_auroc'])} | "
+                         f"{CASE_SCORE_LABELS.get(r.get('case_score', 'mean_of_top_fraction'), r.get('case_score'))} | "
                          + " | ".join(_f(r["group_ap"].get(k)) for k in kinds) + " | "
                          + " | ".join(_f(r["lesion_detection"].get(b)) for b in bins)
                          + f" | {r['fp_components_healthy']} |")
@@ -244,8 +262,9 @@ def table(root: Path) -> str:
     return "\n".join(lines)
 
 
-def learning_curves(root: Path, path: Path) -> None:
-    """Validation AP against iteration of every trained variant, one panel per development dataset."""
+def learning_curves(root: Path, path: Path) -> bool:
+    """Validation AP against iteration of every trained variant, one panel per development dataset; False (nothing
+    drawn) when the records hold no trained run."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -254,6 +273,8 @@ def learning_curves(root: Path, path: Path) -> None:
     rows = [json.loads(p.read_text()) for p in sorted((root / "records").glob("*.json")) if "__inference" not in p.name]
     trained = [r for r in rows if r.get("validation_curve") and not r.get("reused_training_of")]
     datasets = sorted({r["dataset"] for r in trained})
+    if not datasets:
+        return False
     fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
         for r in (r for r in trained if r["dataset"] == dataset):
@@ -266,6 +287,7 @@ def learning_curves(root: Path, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)
+    return True
 
 
 def main() -> None:
@@ -284,6 +306,9 @@ def main() -> None:
                         "variant (postprocessing choice, calibration)")
     p.add_argument("--table", action="store_true")
     p.add_argument("--write", action="store_true")
+    p.add_argument("--section", default="development",
+                   help="with --write: the documentation/benchmarks.md block to replace (default development)")
+    p.add_argument("--title", default="Development runs", help="with --write: the block's heading")
     args = p.parse_args()
     use_root(args.root)
     if not args.table:
@@ -293,13 +318,14 @@ def main() -> None:
     text = table(args.root)
     print(text)
     if args.write:
-        figure = DOC.parent / "figures" / "development_learning_curves.png"
-        learning_curves(args.root, figure)
-        write_section("development", f"## Development runs\n\nMachine: {platform.machine()}.\n\n{text}\n"
-                      f"![learning curves](figures/{figure.name})\n\n"
-                      "Reproduce: `python benchmarks/development.py --root ROOT --table --write` (the table and the "
-                      "figure from the records in `ROOT/records`; one row: `python benchmarks/development.py --root "
-                      "ROOT --dataset DATASET --variant NAME [--set KEY=JSON ...]`, its edits stored in its record)")
+        figure = DOC.parent / "figures" / f"{args.section}_learning_curves.png"
+        drawn = learning_curves(args.root, figure)
+        write_section(args.section, f"## {args.title}\n\nMachine: {platform.machine()}.\n\n{text}\n"
+                      + (f"![learning curves](figures/{figure.name})\n\n" if drawn else "")
+                      + f"Reproduce: `python benchmarks/development.py --root ROOT --table --write --section "
+                      f"{args.section}` (the table{' and the figure' if drawn else ''} from the records in "
+                      "`ROOT/records`; one row: `python benchmarks/development.py --root ROOT --dataset DATASET "
+                      "--variant NAME [--set KEY=JSON ...]`, its edits stored in its record)")
 
 
 if __name__ == "__main__":

@@ -342,7 +342,7 @@ def test_the_case_score_is_computed_as_its_threshold_was_calibrated(paths_env, t
             data["case_score"]["top_fraction"] = fraction
             calibration.write_text(json.dumps(data))
             predictor = Predictor(settings)
-            assert predictor.case_top_fraction == fraction
+            assert predictor.case_score.top_fraction == fraction
             scores[fraction] = predictor.score_case(image, props)["score"]
         data["case_score"]["reduction"] = "median"
         calibration.write_text(json.dumps(data))

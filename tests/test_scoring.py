@@ -9,7 +9,14 @@ from torch import nn
 
 from uadnet.methods.cold_ensemble import ColdEnsembleScorer
 from uadnet.methods.cold_multistep import ColdMultistepScorer
-from uadnet.scoring.calibration import calibrate, case_score
+from uadnet.scoring.calibration import (
+    MEAN_OF_TOP,
+    TOP_OVER_MEDIAN,
+    CaseScore,
+    calibrate,
+    case_score,
+    case_score_as_calibrated,
+)
 from uadnet.scoring.scorers import score_volume
 
 
@@ -74,6 +81,40 @@ def test_case_score_is_the_mean_of_the_top_percent():
     fg[0] = True  # 100 voxels 0..99 → top 1 % = the single largest
     assert case_score(score, fg) == 99.0
     assert case_score(score, np.zeros_like(fg)) == pytest.approx(994.5)  # empty foreground: every voxel
+
+
+def test_case_score_over_the_median_divides_by_the_cases_median_voxel():
+    score = np.arange(1000, dtype=np.float32).reshape(10, 10, 10)
+    over = CaseScore(TOP_OVER_MEDIAN)
+    assert over(score) == pytest.approx(np.mean(np.arange(990, 1000)) / 499.5)
+    assert over(score * 3 + 0.0) == pytest.approx(over(score))  # a case whose whole map is 3x higher: same score
+    lesion = np.full(1000, 1.0, np.float32)
+    lesion[:10] = 5.0  # 1 % of the voxels at 5, the rest at 1
+    shifted = lesion + 1.0  # the same lesion on a map that runs higher everywhere
+    assert over(lesion) == pytest.approx(5.0) and over(shifted) == pytest.approx(3.0)
+    assert case_score(lesion) == pytest.approx(5.0) and case_score(shifted) == pytest.approx(6.0)  # plain top 1 %
+    sparse = np.zeros(1000, np.float32)
+    sparse[:5] = 2.0  # median 0: divided by a thousandth of the top mean instead
+    assert over(sparse) == pytest.approx(1000.0) and over(np.zeros(10, np.float32)) == 0.0
+    fg = np.zeros_like(score, bool)
+    fg[0] = True  # 0..99: top = 99, median 49.5
+    assert over(score, fg) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="unknown case-score reduction 'max'"):
+        case_score(score, reduction="max")
+    with pytest.raises(ValueError, match="top_fraction must be in"):
+        CaseScore(TOP_OVER_MEDIAN, 0.0)
+
+
+def test_calibration_writes_how_its_case_scores_were_computed_and_reads_it_back():
+    scores = [np.linspace(0, 1, 1000, dtype=np.float32) ** k for k in (1, 2, 3)]
+    fgs = [np.ones(1000, bool)] * 3
+    spec = CaseScore(TOP_OVER_MEDIAN, 0.05)
+    calib = calibrate(scores, fgs, case_quantile=0.5, spec=spec)
+    assert calib["case_score"] == {"reduction": TOP_OVER_MEDIAN, "top_fraction": 0.05}
+    assert case_score_as_calibrated(calib) == spec
+    assert calib["case_threshold"] == pytest.approx(np.median([spec(s) for s in scores]))
+    assert case_score_as_calibrated({}) == CaseScore(MEAN_OF_TOP, 0.01)  # files written before the key
+    assert calibrate(scores, fgs)["case_score"]["reduction"] == MEAN_OF_TOP  # the baselines' default
 
 
 def test_calibration_thresholds_are_healthy_quantiles():

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from uadnet import __version__
+from uadnet.scoring.calibration import CASE_SCORE_REDUCTIONS, TOP_OVER_MEDIAN
 from uadnet.utilities.file_io import load_json, save_json
 from uadnet.utilities.typed_sections import PlansError, section_from_dict  # both also used from here by plugins
 
@@ -127,7 +128,9 @@ class InferencePlan:
     null turns it off. ``intensity_novelty``: offer the validation choice a term for intensities (colours) rare among
     healthy voxels (:mod:`uadnet.postprocessing.intensity_novelty`); false never adds it. ``coarse_step_size``:
     if set (e.g. 1.0), after training validation also scores with this (faster) step where it places other tiles, and
-    prediction uses it unless it loses validation AP (:func:`uadnet.training.validation.choose_step_and_calibrate`)."""
+    prediction uses it unless it loses validation AP (:func:`uadnet.training.validation.choose_step_and_calibrate`).
+    ``case_score``: how a map becomes a case score (:func:`uadnet.scoring.calibration.case_score`), for the healthy
+    validation cases that set the case threshold and for every predicted case."""
 
     step_size: float = 0.5
     coarse_step_size: float | None = None  # 1.0 measured: case AUROC lower on 4 of 4 photograph models
@@ -135,12 +138,16 @@ class InferencePlan:
     batch_size: int = 4
     residual_normalisation_quantile: float | None = 0.99
     intensity_novelty: bool = True
+    case_score: str = TOP_OVER_MEDIAN  # top 1 % over the median; measured against the plain top 1 % in benchmarks.md
 
     def __post_init__(self) -> None:
         if not 0 < self.step_size <= 1 or self.coarse_step_size is not None and not \
                 self.step_size <= self.coarse_step_size <= 1:
             raise PlansError(f"'inference.step_size' must be in (0, 1] and 'inference.coarse_step_size' in "
                              f"[step_size, 1] or null; got {self.step_size} and {self.coarse_step_size}")
+        if self.case_score not in CASE_SCORE_REDUCTIONS:
+            raise PlansError(f"'inference.case_score' must be one of {list(CASE_SCORE_REDUCTIONS)}, got "
+                             f"'{self.case_score}'")
 
 
 @dataclass

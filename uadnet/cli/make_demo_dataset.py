@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "fundus photographs), built differently from the demo for choosing defaults "
                         "(documentation/development_data.md)")
     p.add_argument("--n_train", type=int, default=40, help="healthy training cases (default 40)")
-    p.add_argument("--n_test", type=int, default=None, help="test cases, every 4th healthy (default 20; 24 for the "
+    p.add_argument("--n_test", type=int, default=None, help="test cases, every 4th healthy (default 20; 96 for the "
                                                             "development datasets)")
     p.add_argument("--id", type=int, default=990, help="dataset id of the demo (default 990)")
     p.add_argument("--name", default="DemoBrain", help="dataset name of the demo (default DemoBrain)")
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from uadnet.demo.builder import make_demo_dataset
-    from uadnet.demo.development import VARIANTS, make_development_dataset
+    from uadnet.demo.development import DEVELOPMENT_TEST_CASES, VARIANTS, make_development_dataset
 
     try:
         root = args.output_root or paths.raw_folder(create=True)
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             folder = make_demo_dataset(root, args.n_train, n_test, args.resolution, args.seed, args.id, args.name,
                                        args.num_processes, args.disable_progress_bar)
         else:
-            n_test = 24 if args.n_test is None else args.n_test
+            n_test = DEVELOPMENT_TEST_CASES if args.n_test is None else args.n_test
             folder = make_development_dataset(args.variant, root, args.n_train, n_test, args.seed,
                                               args.num_processes, args.disable_progress_bar, args.resolution)
             args.id = VARIANTS[args.variant]["id"]

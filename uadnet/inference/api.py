@@ -38,7 +38,7 @@ class CasePrediction:
     map: np.ndarray  # (z, y, x) float32 anomaly map
     mask: np.ndarray  # (z, y, x) uint8: map >= voxel_threshold
     restoration: np.ndarray | None  # (c, z, y, x) float32 in the input's intensity units, or None
-    score: float  # case score (mean of the top fraction of the map, as calibrated)
+    score: float  # case score, as calibrated (default: mean of the top 1 % of the map / its median)
     flagged: bool  # score >= case_threshold
     voxel_threshold: float  # calibrated on healthy validation cases at the predictor's fpr
     case_threshold: float

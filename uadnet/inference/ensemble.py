@@ -61,7 +61,7 @@ from uadnet.inference.export import (
     write_map_and_mask,
     write_scores_csv,
 )
-from uadnet.scoring.calibration import CALIBRATION_FILE, calibrate, case_score
+from uadnet.scoring.calibration import CALIBRATION_FILE, calibrate
 from uadnet.scoring.calibration import case_threshold as quantile_case_threshold
 from uadnet.utilities.file_io import load_json, save_json
 
@@ -304,7 +304,7 @@ def recalibrate(members: Sequence[Member], voxel_target: float, case_target: flo
         for i, case in enumerate(cases):  # one case at a time: only the combined map is kept
             maps = [validation_map(p, f, case, case.healthy, n[i]) for p, f, n in zip(predictors, trained, novelty)]
             combined.append(rescaled_mean(maps, voxel_t, voxel_target).astype(np.float32))  # as ensemble_case
-            scores.append(rescaled_score([case_score(amap, case.foreground, p.case_top_fraction)
+            scores.append(rescaled_score([p.case_score(amap, case.foreground)
                                           for amap, p in zip(maps, predictors)], case_t, case_target))
         voxel = calibrate(combined, [c.foreground for c in cases], (fpr,))["voxel_thresholds"][str(fpr)]
         per_fold[fold] = {"voxel_threshold": voxel, "case_threshold": quantile_case_threshold(scores, quantile),

@@ -40,7 +40,7 @@ from uadnet.plans import PLANS_FILE
 from uadnet.postprocessing import apply_postprocessing
 from uadnet.preprocessing.preprocessor import PreprocessedCase, preprocess_case, revert_preprocessing
 from uadnet.run_settings import resolve_run_settings
-from uadnet.scoring.calibration import case_score, case_score_as_calibrated
+from uadnet.scoring.calibration import case_score_as_calibrated
 from uadnet.scoring.scorers import score_volume, score_volume_members
 from uadnet.utilities import checkpoints as ckpt
 from uadnet.utilities.file_io import load_json
@@ -153,11 +153,11 @@ class Predictor:
             if key not in f.calibration["voxel_thresholds"]:
                 raise PredictionError(f"--fpr {settings.fpr} was not calibrated; {f.folder / 'calibration.json'} has "
                                       f"{sorted(f.calibration['voxel_thresholds'])}")
-        fractions = {case_score_as_calibrated(f.calibration) for f in self.folds}
-        if len(fractions) > 1:
-            raise PredictionError(f"the folds computed their case scores differently (top fractions {sorted(fractions)}):"
-                                  " their case thresholds cannot be averaged; predict with folds calibrated alike (-f)")
-        self.case_top_fraction = fractions.pop()  # the case score as its threshold was calibrated
+        specs = {case_score_as_calibrated(f.calibration) for f in self.folds}
+        if len(specs) > 1:
+            raise PredictionError(f"the folds computed their case scores differently ({sorted(map(str, specs))}): their "
+                                  "case thresholds cannot be averaged; predict with folds calibrated alike (-f)")
+        self.case_score = specs.pop()  # the case score as its threshold was calibrated
         # the fold ensemble's thresholds: mean of the folds' (each calibrated on its own healthy validation cases)
         self.voxel_threshold = float(np.mean([f.calibration["voxel_thresholds"][key] for f in self.folds]))
         self.case_threshold = float(np.mean([f.calibration["case_threshold"] for f in self.folds]))
@@ -259,7 +259,7 @@ class Predictor:
         total_score /= len(self.folds)
         t2 = time.perf_counter()
         result = {"map": revert_preprocessing(total_score, pre.properties, self.plans, order=1),
-                  "score": case_score(total_score, pre.foreground, self.case_top_fraction),
+                  "score": self.case_score(total_score, pre.foreground),
                   "seconds": {"preprocessing": preprocessing_seconds, "scoring": t2 - t1}}
         if total_restoration is not None:  # back to the input's intensity units: x · (high − low) + low per channel
             restored = revert_preprocessing(total_restoration / len(self.folds), pre.properties, self.plans, order=1)

@@ -115,13 +115,18 @@ def _rewrite(src: Path, dst: Path, change: dict[str, bytes | None], manifest_ext
     return dst
 
 
-def _flip_a_byte_in_the_file(src: Path, dst: Path, member: str) -> Path:
-    """One changed byte inside a member's stored data (the raw zip file edited, as a damaged download would be)."""
+def _flip_a_byte_in_the_file(src: Path, dst: Path, member: str, at_start: bool = False) -> Path:
+    """One changed byte inside a member's stored data (the raw zip file edited, as a damaged download would be): in
+    the middle (a CRC mismatch or a damaged deflate stream, by where it lands) or the first (``at_start``: deflate's
+    first block header, whose type then reads as the reserved 11 — always a damaged stream)."""
     data = bytearray(src.read_bytes())
     with zipfile.ZipFile(src) as zf:
         info = zf.getinfo(member)
     start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
-    data[start + info.compress_size // 2] ^= 0xFF
+    if at_start:
+        data[start] |= 0b110
+    else:
+        data[start + info.compress_size // 2] ^= 0xFF
     dst.write_bytes(bytes(data))
     return dst
 
@@ -138,6 +143,8 @@ def test_tampered_zips_are_refused_and_nothing_is_written(exported, no_env, tmp_
     cases = {
         "byte_in_file": (_flip_a_byte_in_the_file(src, tmp_path / "a.zip", prefix + "fold_0/checkpoint_final.pth"),
                          "checkpoint_final.pth"),
+        "deflate_header": (_flip_a_byte_in_the_file(src, tmp_path / "a2.zip", prefix + "fold_0/checkpoint_final.pth",
+                                                    at_start=True), "checkpoint_final.pth"),
         "byte_in_member": (_rewrite(src, tmp_path / "b.zip", {calibration: bytes(changed)}), "sha256"),
         "dotdot": (_rewrite(src, tmp_path / "c.zip", {"../evil": b"evil"}, {"../evil": evil}), "outside"),
         "dotdot_inside": (_rewrite(src, tmp_path / "d.zip", {prefix + "../../evil": b"evil"},

@@ -105,6 +105,14 @@ def test_case_score_over_the_median_divides_by_the_cases_median_voxel():
         CaseScore(TOP_OVER_MEDIAN, 0.0)
 
 
+def test_the_plans_choose_the_case_score_and_refuse_unknown_ones():
+    from uadnet.plans import InferencePlan, PlansError
+
+    assert InferencePlan().case_score == TOP_OVER_MEDIAN and InferencePlan(case_score=MEAN_OF_TOP)
+    with pytest.raises(PlansError, match="'inference.case_score' must be one of .* got 'max'"):
+        InferencePlan(case_score="max")
+
+
 def test_calibration_writes_how_its_case_scores_were_computed_and_reads_it_back():
     scores = [np.linspace(0, 1, 1000, dtype=np.float32) ** k for k in (1, 2, 3)]
     fgs = [np.ones(1000, bool)] * 3

@@ -17,6 +17,7 @@ import re
 import shutil
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -176,7 +177,7 @@ def verify_model_zip(zip_path: str | os.PathLike) -> dict[str, Any]:
                                 "(uadnet_export_model_to_zip makes them)")
         try:
             manifest = json.loads(zf.read(MANIFEST).decode("utf-8"))
-        except (ValueError, zipfile.BadZipFile) as e:
+        except (ValueError, zipfile.BadZipFile, zlib.error, OSError, EOFError) as e:
             raise ModelZipError(f"{zip_path}: {MANIFEST} is unreadable ({e}); {tamper}") from None
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             raise ModelZipError(f"{zip_path}: {MANIFEST} is not a {FORMAT} manifest (format "
@@ -205,7 +206,8 @@ def verify_model_zip(zip_path: str | os.PathLike) -> dict[str, Any]:
             try:
                 with zf.open(name) as f:
                     sha, size = _sha256(f)
-            except (zipfile.BadZipFile, OSError, EOFError) as e:  # a CRC mismatch reads as BadZipFile
+            except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as e:  # CRC mismatch: BadZipFile; a damaged
+                # deflate stream: zlib.error (which of the two a changed byte gives depends on where it lands)
                 raise ModelZipError(f"{zip_path}: member {name} is unreadable ({e}); {tamper}") from None
             if sha != listed[name].get("sha256") or size != listed[name].get("bytes"):
                 raise ModelZipError(f"{zip_path}: {name} does not match its sha256 in {MANIFEST}; {tamper}")

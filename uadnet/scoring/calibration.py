@@ -21,7 +21,7 @@ def case_score(score: np.ndarray, foreground: np.ndarray | None = None, top_frac
     """The case score, defined once (prediction, calibration, baselines and ``uadnet_evaluate`` use it), over the
     ``n`` voxel scores inside ``foreground`` (if given and non-empty; else all): ``mean_of_top_fraction`` the mean of
     the ``ceil(top_fraction · n)`` highest (at least one); ``mean_of_top_fraction_over_median`` that mean divided by
-    the median score (by 1/1000 of the mean where the median is smaller; 0 for an all-zero map), so a case whose whole
+    the median score (by 1/1000 of that mean where the median is smaller; 0 for an all-zero map), so a case whose whole
     map runs higher (noise, contrast, a global intensity shift) does not score as a lesion does. Float32 scores stay
     float32, float64 ones float64."""
     if reduction not in CASE_SCORE_REDUCTIONS:

@@ -108,7 +108,8 @@ def test_case_score_over_the_median_divides_by_the_cases_median_voxel():
 def test_the_plans_choose_the_case_score_and_refuse_unknown_ones():
     from uadnet.plans import InferencePlan, PlansError
 
-    assert InferencePlan().case_score == TOP_OVER_MEDIAN and InferencePlan(case_score=MEAN_OF_TOP)
+    assert InferencePlan().case_score == TOP_OVER_MEDIAN
+    assert InferencePlan(case_score=MEAN_OF_TOP).case_score == MEAN_OF_TOP
     with pytest.raises(PlansError, match="'inference.case_score' must be one of .* got 'max'"):
         InferencePlan(case_score="max")
 

@@ -3,6 +3,7 @@
     python benchmarks/development.py --root ROOT --dataset dev_brain --variant base
     python benchmarks/development.py --root ROOT --dataset dev_brain --variant small \\
         --set corruption.size_distribution=log_uniform --set corruption.shape_size_mm=[4,60]
+    python benchmarks/development.py --root ROOT --dataset dev_brain --variant base_s1 --seed 1   # training noise
     python benchmarks/development.py --root ROOT --dataset dev_brain --baseline intensity
     python benchmarks/development.py --root ROOT --table [--write]
 
@@ -13,7 +14,8 @@ tuned on. Every variant is planned for the same hardware profile (default: ``pro
 dotted.key=JSON`` into its own plans file ``uadnet_plans_<variant>.json``. Training runs the planned iterations
 (``--precision bf16`` by default, only to save time here: the budget in samples is the AVX2 machine's), fold 0;
 then prediction of the development test set with that fold, ``uadnet_evaluate --groups dataset.json``. One
-JSON record per run under ``ROOT/records/``; ``--table`` collects them.
+JSON record per run under ``ROOT/records/``; ``--table`` collects them (with the loss each row's weights were
+trained with, and the training seed of repeats).
 """
 
 from __future__ import annotations
@@ -115,7 +117,8 @@ def summarize(summary: dict) -> dict:
 
 
 def run(root: Path, dataset: str, variant: str, edits: list[str], iterations: int | None, precision: str,
-        baseline: str | None, force: bool, reuse: str | None = None, method: str = "cold_ensemble") -> dict:
+        baseline: str | None, force: bool, reuse: str | None = None, method: str = "cold_ensemble",
+        seed: int = 0) -> dict:
     from uadnet.cli.baseline import main as run_baseline
     from uadnet.cli.evaluate import main as evaluate
     from uadnet.cli.predict import main as predict
@@ -149,6 +152,9 @@ def run(root: Path, dataset: str, variant: str, edits: list[str], iterations: in
         argv = [dataset_id, "0", "-p", plans_name, "-m", method, "--precision", precision, "--disable_progress_bar"]
         if iterations:
             argv += ["--iterations", str(iterations)]
+        if seed:  # training seed (sampling, corruptions, initialisation); the validation anomalies keep theirs
+            argv += ["--seed", str(seed)]
+            record["seed"] = seed
         if reuse:  # the weights of another variant's run; only validation, postprocessing, calibration are redone
             source_plans = "uadnet_plans" if reuse == "base" else f"uadnet_plans_{reuse}"
             source = root / "results" / name / f"{method}__{source_plans}__2d" / "fold_0"
@@ -158,6 +164,8 @@ def run(root: Path, dataset: str, variant: str, edits: list[str], iterations: in
             argv.append("--c")
             record["reused_training_of"] = reuse
         assert train(argv) == 0
+        trained_plans = folder.parent / f"{method}__{source_plans}__2d" if reuse else folder
+        record["loss"] = loss_in_plans(json.loads((trained_plans / "uadnet_plans.json").read_text()), method)
         record["train_minutes"] = round((time.monotonic() - t0) / 60, 2)
         calibration = json.loads((folder / "fold_0" / "calibration.json").read_text())
         record["case_score"] = calibration.get("case_score", {}).get("reduction", "mean_of_top_fraction")
@@ -217,6 +225,28 @@ def rank_correlations_per_grid(rows: list[dict]) -> list[str]:
     return lines
 
 
+def loss_in_plans(plans: dict, method: str) -> str:
+    """The loss ``method`` trains with under these plans: its own section's (the DDPM methods), else the 2d
+    configuration's ``training.loss`` (restorers; plans written before the field: L1, the default then)."""
+    section = plans.get("methods", {}).get(method, {})
+    return section.get("loss") or plans["configurations"]["2d"]["training"].get("loss", "l1")
+
+
+def training_loss(root: Path, record: dict) -> str:
+    """The loss the row's weights were trained with: recorded, else read from the plans of the run that trained
+    them (``reused_training_of`` for inference-only rows); "–" for baselines or when the plans are gone."""
+    if record.get("loss"):
+        return record["loss"]
+    if record["variant"].startswith("baseline_"):
+        return "–"
+    variant = record.get("reused_training_of") or record["variant"]
+    plans = root / "preprocessed" / DATASETS[record["dataset"]][1] / \
+        ("uadnet_plans.json" if variant == "base" else f"uadnet_plans_{variant}.json")
+    if not plans.is_file():
+        return "–"
+    return loss_in_plans(json.loads(plans.read_text()), record.get("method", "cold_ensemble"))
+
+
 def test_cases(record: dict) -> int:
     """Development test cases a record was evaluated on (records written before this field: 24, the default then)."""
     return int(record.get("test_cases", 24))
@@ -232,15 +262,16 @@ def table(root: Path) -> str:
         bins = list(sel[0]["lesion_detection"])
         counts = ", ".join(str(n) for n in sorted({test_cases(r) for r in sel}))
         lines += [f"**{dataset}** (CPU: {sel[0]['cpu']}; trained with bf16 autocast, fold 0; {counts} test cases)", "",
-                  "| variant | iterations | final val. AP | pooled AP | case AUROC | case score | "
+                  "| variant | loss | iterations | final val. AP | pooled AP | case AUROC | case score | "
                   + " | ".join(f"AP {k}" for k in kinds)
                   + " | " + " | ".join(f"det. {b}" for b in bins) + " | FP comp. healthy |",
-                  "|---" * (7 + len(kinds) + len(bins)) + "|"]
+                  "|---" * (8 + len(kinds) + len(bins)) + "|"]
         for r in sel:
             curve = r.get("validation_curve") or []
             val = _f(curve[-1][1]) if curve else "–"
             iterations = str(curve[-1][0]) if curve else "–"
-            lines.append(f"| {r['variant']} | {iterations} | {val} | {_f(r['pooled_ap'])} | {_f(r['case_auroc'])} | "
+            name = r["variant"] + (f" (seed {r['seed']})" if r.get("seed") else "")
+            lines.append(f"| {name} | {training_loss(root, r)} | {iterations} | {val} | {_f(r['pooled_ap'])} | {_f(r['case_auroc'])} | "
                          f"{CASE_SCORE_LABELS.get(r.get('case_score', 'mean_of_top_fraction'), r.get('case_score'))} | "
                          + " | ".join(_f(r["group_ap"].get(k)) for k in kinds) + " | "
                          + " | ".join(_f(r["lesion_detection"].get(b)) for b in bins)
@@ -300,6 +331,7 @@ def main() -> None:
     p.add_argument("--precision", choices=["fp32", "bf16"], default="bf16")
     p.add_argument("--baseline", choices=["intensity", "zscore"], default=None)
     p.add_argument("--method", default="cold_ensemble", help="method to train (default cold_ensemble)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (repeats of a row measure the training noise)")
     p.add_argument("--force", action="store_true")
     p.add_argument("--reuse_training_of", default=None, metavar="VARIANT",
                    help="copy that variant's trained fold and redo only validation-dependent steps with this plans "
@@ -313,7 +345,7 @@ def main() -> None:
     use_root(args.root)
     if not args.table:
         rec = run(args.root, args.dataset, args.variant, args.edits, args.iterations, args.precision,
-                  args.baseline, args.force, args.reuse_training_of, args.method)
+                  args.baseline, args.force, args.reuse_training_of, args.method, args.seed)
         print(json.dumps(rec, indent=1))
     text = table(args.root)
     print(text)

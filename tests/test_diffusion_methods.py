@@ -163,6 +163,24 @@ def _plans(**synomaly) -> SimpleNamespace:
                            configuration=lambda name=None: configuration)
 
 
+@pytest.mark.parametrize("loss,expected", [("l1", 6.1 / 14), ("mse", 3.01 / 14), ("l1_mse", 9.11 / 14)])
+def test_cold_diffusion_loss_weights_the_corrupted_voxels_exactly(loss, expected):
+    """Errors (0.5, −0.5, 0.1, 0) with the first voxel corrupted, w = 10: weights (11, 1, 1, 1), mean 3.5, so the
+    loss is Σ w·ℓ(e) / 4 / 3.5 — l1 (5.5 + 0.5 + 0.1) / 14, mse (2.75 + 0.25 + 0.01) / 14, l1_mse their sum."""
+    from uadnet.methods.cold_diffusion import ColdDiffusion
+    method = SimpleNamespace(cfg=SimpleNamespace(training=SimpleNamespace(loss=loss)),
+                             section=SimpleNamespace(anomaly_loss_weight=10.0))
+    target = torch.tensor([0.2, 0.6, 0.3, 0.4]).reshape(1, 1, 2, 2)
+    error = torch.tensor([0.5, -0.5, 0.1, 0.0]).reshape(1, 1, 2, 2)
+    batch = {"data": torch.zeros(1, 1, 2, 2), "severity": torch.zeros(1), "target": target,
+             "anomaly_mask": torch.tensor([1.0, 0, 0, 0]).reshape(1, 1, 2, 2)}
+    value = ColdDiffusion.loss(method, lambda x, a: target + error, batch)
+    torch.testing.assert_close(value, torch.tensor(expected), atol=1e-6, rtol=1e-6)
+    with pytest.raises(ValueError, match="l1_mse"):  # an unknown name lists the supported ones
+        ColdDiffusion.loss(SimpleNamespace(cfg=SimpleNamespace(training=SimpleNamespace(loss="huber")),
+                                           section=method.section), lambda x, a: target, batch)
+
+
 def test_image_conditioned_loss_is_zero_for_the_true_noise_and_positive_otherwise():
     plans = _plans()
     method = build_method("image_conditioned", plans)

@@ -16,11 +16,18 @@ from torch import Tensor, nn
 from uadnet.corruption.registry import build_corruption
 from uadnet.plans import ConfigurationPlan, Plans, section_from_dict
 
-LOSSES = {"l1": nn.functional.l1_loss, "mse": nn.functional.mse_loss}
+
+def l1_plus_mse(prediction: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
+    """``|e| + e²`` per voxel (e = prediction − target): L1's pull on small errors, MSE's on large ones."""
+    return (nn.functional.l1_loss(prediction, target, reduction=reduction)
+            + nn.functional.mse_loss(prediction, target, reduction=reduction))
+
+
+LOSSES = {"l1": nn.functional.l1_loss, "mse": nn.functional.mse_loss, "l1_mse": l1_plus_mse}
 
 
 def loss_function(name: str):
-    """``l1`` or ``mse`` (``training.loss`` in the plans)."""
+    """``l1``, ``mse`` or ``l1_mse`` (their sum) (``training.loss`` in the plans)."""
     if name not in LOSSES:
         raise ValueError(f"training.loss '{name}' is not supported; use one of {sorted(LOSSES)} in uadnet_plans.json")
     return LOSSES[name]

@@ -271,7 +271,8 @@ def table(root: Path) -> str:
             val = _f(curve[-1][1]) if curve else "–"
             iterations = str(curve[-1][0]) if curve else "–"
             name = r["variant"] + (f" (seed {r['seed']})" if r.get("seed") else "")
-            lines.append(f"| {name} | {training_loss(root, r)} | {iterations} | {val} | {_f(r['pooled_ap'])} | {_f(r['case_auroc'])} | "
+            lines.append(f"| {name} | {training_loss(root, r)} | {iterations} | {val} | {_f(r['pooled_ap'])} | "
+                         f"{_f(r['case_auroc'])} | "
                          f"{CASE_SCORE_LABELS.get(r.get('case_score', 'mean_of_top_fraction'), r.get('case_score'))} | "
                          + " | ".join(_f(r["group_ap"].get(k)) for k in kinds) + " | "
                          + " | ".join(_f(r["lesion_detection"].get(b)) for b in bins)

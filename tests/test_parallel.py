@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
@@ -33,4 +34,7 @@ def test_dead_worker_is_a_clear_error():
     items = [1, 4, 5, 6, 7, 8]
     with pytest.raises(WorkerError, match=r"died while processing .*case_4.*-np 1") as info:
         parallel_map(square_or_fail, items, 2, "square", names=[f"case_{i}" for i in items], disable_progress_bar=True)
-    assert "case_8" not in str(info.value)  # only the items a worker could have held are named
+    # only the items the two workers could have held are named: case_4 and at most one other (which one depends on
+    # how many items the surviving worker finished before the death was noticed: timing, not a defect)
+    held = re.search(r"died while processing (.*?) \(", str(info.value)).group(1).split(" or ")
+    assert "case_4" in held and len(held) <= 2, held

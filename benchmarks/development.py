@@ -99,6 +99,11 @@ def preprocess_variant(raw: Path, pre: Path, plans: dict) -> None:
                  disable_progress_bar=True)
 
 
+def plans_name_of(variant: str) -> str:
+    """The plans a trained variant ran with (``base``: the planner's own)."""
+    return "uadnet_plans" if variant == "base" else f"uadnet_plans_{variant}"
+
+
 def validation_curve(log: Path) -> list[tuple[int, float]]:
     out = []
     for line in log.read_text(encoding="utf-8").splitlines():
@@ -156,7 +161,7 @@ def run(root: Path, dataset: str, variant: str, edits: list[str], iterations: in
             argv += ["--seed", str(seed)]
             record["seed"] = seed
         if reuse:  # the weights of another variant's run; only validation, postprocessing, calibration are redone
-            source_plans = "uadnet_plans" if reuse == "base" else f"uadnet_plans_{reuse}"
+            source_plans = plans_name_of(reuse)
             source = root / "results" / name / f"{method}__{source_plans}__2d" / "fold_0"
             shutil.copytree(source, folder / "fold_0")
             for stale in ("postprocessing.json", "calibration.json", "checkpoint_final.pth", "uadnet_plans.json"):
@@ -240,8 +245,7 @@ def training_loss(root: Path, record: dict) -> str:
     if record["variant"].startswith("baseline_"):
         return "–"
     variant = record.get("reused_training_of") or record["variant"]
-    plans = root / "preprocessed" / DATASETS[record["dataset"]][1] / \
-        ("uadnet_plans.json" if variant == "base" else f"uadnet_plans_{variant}.json")
+    plans = root / "preprocessed" / DATASETS[record["dataset"]][1] / f"{plans_name_of(variant)}.json"
     if not plans.is_file():
         return "–"
     return loss_in_plans(json.loads(plans.read_text()), record.get("method", "cold_ensemble"))

@@ -52,23 +52,26 @@ def main() -> None:
     from dataclasses import replace
 
     from uadnet import paths
+    from uadnet.planning.cost_model import estimate_seconds_per_sample, training_speed_gflops
     from uadnet.planning.hardware import detect_hardware
-    from uadnet.planning.planner import estimate_gflop_per_sample, training_speed_gflops
     from uadnet.plans import Plans
 
     name = paths.resolve_dataset_name(args.dataset)
     plans = Plans.load(paths.preprocessed_folder() / name / f"{args.plans}.json")
     cfg = plans.configuration("2d")
     net = cfg.network
-    gflop = estimate_gflop_per_sample(cfg.patch_size, net.strides, net.kernel_sizes, net.features_per_stage,
-                                      net.n_conv_per_stage) * cfg.batch_size
+
+    def estimated_seconds(hardware) -> float:
+        return estimate_seconds_per_sample(cfg.patch_size, net.strides, net.kernel_sizes, net.features_per_stage,
+                                           net.n_conv_per_stage, training_speed_gflops(hardware)) * cfg.batch_size
+
     hardware = detect_hardware("cpu")
     runs = [("fp32", "fp32", {}), ("fp32, AVX2 code path", "fp32", AVX2)]
     if hardware.bf16:
         runs.append(("bf16", "bf16", {}))
     rows = []
     for label, precision, env in runs:
-        estimate = gflop / training_speed_gflops(replace(hardware, bf16=precision == "bf16"))
+        estimate = estimated_seconds(replace(hardware, bf16=precision == "bf16"))
         short = train_seconds(args.dataset, args.plans, args.short, precision, env)
         long = train_seconds(args.dataset, args.plans, args.long, precision, env)
         measured = (long - short) / (args.long - args.short)

@@ -8,6 +8,11 @@ import json
 import numpy as np
 import pytest
 
+from uadnet.planning.cost_model import (
+    ACTIVATION_FLOP_EQUIVALENT,
+    estimate_gflop_per_sample,
+    estimate_seconds_per_sample,
+)
 from uadnet.planning.hardware import HardwareInfo
 from uadnet.planning.planner import (
     PERCENTILE_HIGH_MAPS_TO,
@@ -163,13 +168,35 @@ def test_budgets_shape_the_plans():
     assert min(short.patch_size) >= 32
 
 
+def test_cpu_2d_widths_double_from_the_second_stage_and_buy_steps():
+    """2D on a CPU: [16, 16, 32, 64, ...] capped at 64, and a 20-minute budget plans at least 2000 steps; 3D on a CPU
+    and 2D on a GPU double from the first stage."""
+    cpu, gpu = plan_experiment(brain_1mm(), CPU), plan_experiment(brain_1mm(), GPU)
+    widths = cpu.configurations["2d"].network.features_per_stage
+    assert widths[:4] == [16, 16, 32, 64] and max(widths) == 64
+    assert cpu.configurations["2d"].training.iterations >= 2000
+    assert cpu.configurations["3d"].network.features_per_stage[:3] == [16, 32, 64]
+    assert gpu.configurations["2d"].network.features_per_stage[:2] == [32, 64]
+
+
+def test_the_cost_model_on_a_hand_made_network():
+    """Two stages (8² then 4² voxels, widths 4 and 8, 3x3 kernels): conv GFLOP = 3 (forward + backward) · 2 (FLOP
+    per multiply-add) · (64·9·16 + 16·9·64) · 2 convs · 2 (encoder and decoder) / 1e9, plus
+    ``ACTIVATION_FLOP_EQUIVALENT`` FLOP per activation value (64·4 + 16·8 = 384); at 1 and 2 GFLOP/s."""
+    args = ([8, 8], [[1, 1], [2, 2]], [[3, 3], [3, 3]], [4, 8], 2)
+    assert estimate_gflop_per_sample(*args) == pytest.approx(3 * 2 * (64 * 9 * 16 + 16 * 9 * 64) * 2 * 2 / 1e9)
+    expected = 442368e-9 + ACTIVATION_FLOP_EQUIVALENT * 384 / 1e9
+    assert estimate_seconds_per_sample(*args, speed_gflops=1.0) == pytest.approx(expected)
+    assert estimate_seconds_per_sample(*args, speed_gflops=2.0) == pytest.approx(expected / 2)
+
+
 def test_the_measured_bf16_speedup_sets_the_estimate():
     """A CPU whose bf16 matmuls run 4x faster (measured) plans half the fp32 seconds per training sample (the
     training speed-up is the square root), one that was not measured (an older profile) the constant; the same
     patch and network either way."""
     from dataclasses import replace
 
-    from uadnet.planning.planner import BF16_SPEEDUP
+    from uadnet.planning.cost_model import BF16_SPEEDUP
 
     fp = brain_1mm()
     bf16 = replace(CPU, bf16=True)

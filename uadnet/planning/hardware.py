@@ -223,7 +223,7 @@ def measure_gflops(device: str, warn: Callable[[str], None] | None = None) -> fl
 def measure_bf16_speedup(device: str) -> float:
     """bf16 / fp32 matmul rate on this device (best of ``BURSTS`` one-thread bursts each, rounded down to the
     ``GFLOPS_GRID``, at least 1): 2.0 on an AVX512-BF16 CPU without AMX, several-fold with AMX or on GPUs. The
-    planner turns it into a training speed-up (:func:`uadnet.planning.planner.training_speed_gflops`)."""
+    planner turns it into a training speed-up (:func:`uadnet.planning.cost_model.training_speed_gflops`)."""
     fp32, _ = best_of_bursts(_matmul_burst(device))
     bf16, _ = best_of_bursts(_matmul_burst(device, dtype="bf16"))
     return max(1.0, on_grid(bf16 / max(fp32, 1e-9)))

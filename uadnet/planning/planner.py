@@ -12,9 +12,12 @@ Rules (each result lands in ``uadnet_plans.json`` and can be edited there):
   (``MAX_CPU_INPLANE_COARSENING``: coarsening a 256² photograph 2x to see whole images halved the development
   AP and cut small-lesion AP five-fold; the sliding window tiles the native grid instead);
 * network depth: downsample an axis while it stays >= 4 voxels (and is not much coarser than the others);
-  widths double per stage from a base, capped;
-* under a time budget the patch shrinks (not below 32 voxels per axis) until a batch of 2 leaves room for 1000
-  iterations; the batch size comes from the memory target, then shrinks until 1000 iterations fit (at least 2);
+  widths double per stage from a base, capped (2D on a CPU: from the second stage, capped at 64 —
+  ``CPU_2D_DOUBLING_STARTS_AT_STAGE``);
+* under a time budget the patch shrinks (not below 32 voxels per axis) until a batch of 2 leaves room for
+  ``MIN_ITERATIONS`` (2000 in 2D, 1000 in 3D); the batch size comes from the memory target, then shrinks until that
+  many iterations fit (at least 2); the seconds per iteration come from a cost model of conv FLOPs plus a
+  memory-bound term per activation value, scaled by the measured matmul rate (``uadnet.planning.cost_model``);
   3D batches hold at most 5 % of all training voxels (nnU-Net's rule);
 * corruption sizes scale the reference 10-44 mm (on a ~150 mm brain) to the data's smaller in-plane foreground
   extent, drawn uniformly (``corruption.size_distribution``; ``log_uniform`` from a few voxels was measured and
@@ -36,6 +39,7 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_score
 
 from uadnet.imageio import reader_writer_class
+from uadnet.planning.cost_model import estimate_memory_gb, estimate_seconds_per_sample, training_speed_gflops
 from uadnet.planning.hardware import HardwareInfo
 from uadnet.plans import (
     ColdEnsemblePlan,
@@ -67,7 +71,8 @@ NUM_SEVERITIES = 4
 # the brightest healthy tissue keep their contrast instead of being clipped together with it (demo brain, 4-minute
 # runs of cold_ensemble: test pooled AP 0.49 with 0.7 vs 0.09 with 1.0; documentation/benchmarks.md).
 PERCENTILE_HIGH_MAPS_TO = 0.7
-MIN_ITERATIONS = 1000  # a time budget shrinks the batch until at least this many steps fit
+# a time budget shrinks the batch until at least this many optimiser steps fit (2D: the CPU 2D widths' saving buys steps)
+MIN_ITERATIONS = {2: 2000, 3: 1000}
 # Largest in-plane coarsening of 2D slices on a CPU (1 = none). Was 2: a 256² RGB photograph then trained and was
 # scored at ~128² (development photographs, AVX2 budget: pooled AP 0.050 coarsened vs 0.102 native, small-lesion AP
 # 0.018 vs 0.088, case AUROC 0.42 vs 0.74; documentation/benchmarks.md). Cost of native: more tiles per slice at
@@ -75,20 +80,16 @@ MIN_ITERATIONS = 1000  # a time budget shrinks the batch until at least this man
 MAX_CPU_INPLANE_COARSENING = 1.0
 # per device: (max 2D patch voxels, max 3D patch voxels, base width, max width 2D, max width 3D, max batch)
 DEVICE_TARGETS = {
-    "cpu": (128 * 128, 64 ** 3, 16, 128, 128, 32),
+    "cpu": (128 * 128, 64 ** 3, 16, 64, 128, 32),
     "gpu": (256 * 256, 128 ** 3, 32, 256, 320, 96),
 }
+# 2D on a CPU: [16, 16, 32, 64, 64] instead of [16, 32, 64, 128, 128], 1.9x cheaper per fp32 training step; the budget
+# buys the steps. Development data at the AVX2 budget (benchmarks.md): brain pooled AP 0.25-0.35 against 0.17,
+# photographs 0.09-0.18 against 0.07-0.10 with the small lesions kept (halving the first stage as well lost them).
+# 3D and GPU widths double from the first stage.
+CPU_2D_DOUBLING_STARTS_AT_STAGE = 1
 CPU_TIME_BUDGET_MINUTES = 20.0
 GPU_ITERATIONS = 100_000  # the reference training length
-# fp32 conv training reaches this fraction of the measured fp32 matmul rate: 0.42-0.45 measured on a 2-core AMD EPYC
-# with its AVX-512 and its AVX2 kernels (benchmarks/planner_estimate.py; earlier runs elsewhere: ~0.35-1)
-CONV_EFFICIENCY = 0.45
-# bf16 autocast's *training* speed-up is about the square root of the bf16 matmul speed-up (the optimiser, EMA,
-# GroupNorm and casts stay fp32): 1.43x training for 2.0x matmul (grid value; 2.2x raw) on an AVX512-BF16 CPU
-# without AMX (benchmarks/planner_estimate.py); 2.7-3.8x training was measured on an AMX machine, whose matmul
-# speed-up was not recorded. BF16_SPEEDUP: the training speed-up assumed when the hardware profile has no measured
-# matmul speed-up (profiles written before it was measured).
-BF16_SPEEDUP = 3.0
 
 
 def transpose_for(median_spacing: Sequence[float], median_shape: Sequence[float], is_2d: bool) -> list[int]:
@@ -146,46 +147,15 @@ def network_topology(patch: Sequence[int], spacing: Sequence[float], max_stages:
     return strides, kernels, rounded
 
 
-def _features(num_stages: int, base: int, cap: int) -> list[int]:
-    return [min(base * 2 ** s, cap) for s in range(num_stages)]
-
-
-def _stage_voxels(patch: Sequence[int], strides: list[list[int]]) -> list[float]:
-    size, out = np.asarray(patch, float), []
-    for st in strides:
-        size = size / np.asarray(st)
-        out.append(float(np.prod(size)))
-    return out
-
-
-def estimate_memory_gb(patch: Sequence[int], strides: list[list[int]], features: list[int], n_conv: int,
-                       batch_size: int, bytes_per_value: float = 4.0) -> float:
-    """Rough training activation memory: every conv, norm and activation output of encoder and decoder kept."""
-    values = sum(v * f for v, f in zip(_stage_voxels(patch, strides), features)) * n_conv * 2 * 3
-    return batch_size * values * bytes_per_value * 1.5 / 1024 ** 3
-
-
-def estimate_gflop_per_sample(patch: Sequence[int], strides: list[list[int]], kernels: list[list[int]],
-                              features: list[int], n_conv: int) -> float:
-    """Forward + backward GFLOP of one training sample (3x the forward pass of encoder and decoder convs)."""
-    flops = sum(2 * v * int(np.prod(k)) * f * f * n_conv * 2
-                for v, k, f in zip(_stage_voxels(patch, strides), kernels, features))
-    return 3 * flops / 1e9
-
-
-def training_speed_gflops(hardware: HardwareInfo) -> float:
-    """The conv-training speed the planner assumes (GFLOP/s): measured fp32 matmul rate × ``CONV_EFFICIENCY``, ×
-    the training speed-up of bf16 where the plans train in bf16 (√ of the measured matmul speed-up, else
-    ``BF16_SPEEDUP``)."""
-    if not hardware.bf16:
-        return hardware.gflops * CONV_EFFICIENCY
-    speedup = BF16_SPEEDUP if hardware.bf16_speedup is None else max(1.0, hardware.bf16_speedup) ** 0.5
-    return hardware.gflops * CONV_EFFICIENCY * speedup
+def _features(num_stages: int, base: int, cap: int, doubling_starts_at: int = 0) -> list[int]:
+    """Width per stage: ``base`` up to stage ``doubling_starts_at``, then doubling per stage, capped at ``cap``."""
+    return [min(base * 2 ** max(s - doubling_starts_at, 0), cap) for s in range(num_stages)]
 
 
 def _fit_patch(median_shape: Sequence[float], spacing: Sequence[float], max_voxels: int, base: int, cap: int,
                memory_target_gb: float, bytes_per_value: float, max_seconds_per_sample: float | None,
-               speed_gflops: float) -> tuple[list[list[int]], list[list[int]], list[int], list[int]]:
+               speed_gflops: float, doubling_starts_at: int = 0
+               ) -> tuple[list[list[int]], list[list[int]], list[int], list[int]]:
     """Start from the median shape; shrink the axis with the largest extent (mm) until the patch has at most
     ``max_voxels``, a batch of 2 fits ``memory_target_gb`` and (if given) one sample trains within
     ``max_seconds_per_sample``. Axes never shrink below ``MIN_PATCH_EDGE`` voxels (or their median size).
@@ -194,8 +164,8 @@ def _fit_patch(median_shape: Sequence[float], spacing: Sequence[float], max_voxe
     floor = [min(p, MIN_PATCH_EDGE) for p in patch]
     while True:
         strides, kernels, rounded = network_topology(patch, spacing)
-        features = _features(len(kernels), base, cap)
-        seconds = estimate_gflop_per_sample(rounded, strides, kernels, features, 2) / speed_gflops
+        features = _features(len(kernels), base, cap, doubling_starts_at)
+        seconds = estimate_seconds_per_sample(rounded, strides, kernels, features, 2, speed_gflops)
         fits = (np.prod(rounded) <= max_voxels
                 and estimate_memory_gb(rounded, strides, features, 2, 2, bytes_per_value) <= memory_target_gb
                 and (max_seconds_per_sample is None or seconds <= max_seconds_per_sample))
@@ -216,17 +186,18 @@ def plan_configuration(name: str, dim: int, spacing: list[float], median_shape: 
     n_conv = 2
     bytes_per_value = 3.0 if hardware.bf16 else 4.0
     speed = training_speed_gflops(hardware)
-    # under a time budget a batch of 2 must leave room for MIN_ITERATIONS steps
-    max_seconds = None if time_budget_minutes is None else time_budget_minutes * 60 / (2 * MIN_ITERATIONS)
+    # under a time budget a batch of 2 must leave room for MIN_ITERATIONS[dim] steps
+    max_seconds = None if time_budget_minutes is None else time_budget_minutes * 60 / (2 * MIN_ITERATIONS[dim])
+    delay = CPU_2D_DOUBLING_STARTS_AT_STAGE if dim == 2 and hardware.device == "cpu" else 0
     strides, kernels, patch, features = _fit_patch(median_shape[axes], spacing[axes], max_voxels, base, cap,
-                                                   memory_target_gb, bytes_per_value, max_seconds, speed)
+                                                   memory_target_gb, bytes_per_value, max_seconds, speed, delay)
     per_sample = estimate_memory_gb(patch, strides, features, n_conv, 1, bytes_per_value)
     batch = int(min(targets[5], max(memory_target_gb // per_sample, 1)))
     if dim == 3:  # nnU-Net's cap: one batch covers at most 5 % of all training voxels (2D samples are many)
         batch = min(batch, int(0.05 * dataset_voxels / np.prod(patch)))
-    seconds_per_sample = estimate_gflop_per_sample(patch, strides, kernels, features, n_conv) / speed
-    if time_budget_minutes is not None:  # the batch shrinks until MIN_ITERATIONS optimiser steps fit
-        batch = min(batch, int(time_budget_minutes * 60 / (MIN_ITERATIONS * seconds_per_sample)))
+    seconds_per_sample = estimate_seconds_per_sample(patch, strides, kernels, features, n_conv, speed)
+    if time_budget_minutes is not None:  # the batch shrinks until MIN_ITERATIONS[dim] steps fit
+        batch = min(batch, int(time_budget_minutes * 60 / (MIN_ITERATIONS[dim] * seconds_per_sample)))
     batch = max(batch, 2)
     seconds = seconds_per_sample * batch
     if time_budget_minutes is None:

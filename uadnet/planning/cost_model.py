@@ -1,0 +1,68 @@
+"""The planner's training cost model: activation memory and seconds per training sample of a UNet plan, from the
+measured matmul rate of the machine (:class:`uadnet.planning.hardware.HardwareInfo`). Pure functions; units: voxels,
+GFLOP, GB, seconds."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from uadnet.planning.hardware import HardwareInfo
+
+# Training cost model: seconds = (conv GFLOP + ACTIVATION_FLOP_EQUIVALENT × activation values / 1e9) / (fp32 matmul
+# rate × CONV_EFFICIENCY); the activation term is the memory-bound work that does not shrink with the widths' square.
+# Fitted on a 2-core AMD EPYC (training steps of nine 2D networks of widths 8-128: within ±13 %; `uadnet_train` of the
+# CPU 2D plan runs 15-30 % slower than estimated, and the trainer shortens the run to the budget; benchmarks.md).
+CONV_EFFICIENCY = 0.72
+ACTIVATION_FLOP_EQUIVALENT = 5000.0  # per value of Σ_stages voxels × features of one sample
+# bf16 autocast's *training* speed-up is about the square root of the bf16 matmul speed-up (the optimiser, EMA,
+# GroupNorm and casts stay fp32): 1.43x training for 2.0x matmul (grid value; 2.2x raw) on an AVX512-BF16 CPU
+# without AMX (benchmarks/planner_estimate.py); 2.7-3.8x training was measured on an AMX machine, whose matmul
+# speed-up was not recorded. BF16_SPEEDUP: the training speed-up assumed when the hardware profile has no measured
+# matmul speed-up (profiles written before it was measured).
+BF16_SPEEDUP = 3.0
+
+
+def stage_voxels(patch: Sequence[int], strides: list[list[int]]) -> list[float]:
+    """Voxels of one sample at each stage's resolution (the patch divided by the strides so far)."""
+    size, out = np.asarray(patch, float), []
+    for st in strides:
+        size = size / np.asarray(st)
+        out.append(float(np.prod(size)))
+    return out
+
+
+def estimate_memory_gb(patch: Sequence[int], strides: list[list[int]], features: list[int], n_conv: int,
+                       batch_size: int, bytes_per_value: float = 4.0) -> float:
+    """Rough training activation memory: every conv, norm and activation output of encoder and decoder kept."""
+    values = sum(v * f for v, f in zip(stage_voxels(patch, strides), features)) * n_conv * 2 * 3
+    return batch_size * values * bytes_per_value * 1.5 / 1024 ** 3
+
+
+def estimate_gflop_per_sample(patch: Sequence[int], strides: list[list[int]], kernels: list[list[int]],
+                              features: list[int], n_conv: int) -> float:
+    """Forward + backward GFLOP of one training sample (3x the forward pass of encoder and decoder convs)."""
+    flops = sum(2 * v * int(np.prod(k)) * f * f * n_conv * 2
+                for v, k, f in zip(stage_voxels(patch, strides), kernels, features))
+    return 3 * flops / 1e9
+
+
+def estimate_seconds_per_sample(patch: Sequence[int], strides: list[list[int]], kernels: list[list[int]],
+                                features: list[int], n_conv: int, speed_gflops: float) -> float:
+    """Training seconds per sample at ``speed_gflops`` (:func:`training_speed_gflops`): conv GFLOP plus
+    ``ACTIVATION_FLOP_EQUIVALENT`` per activation value (Σ over stages of voxels × features)."""
+    values = sum(v * f for v, f in zip(stage_voxels(patch, strides), features))
+    gflop = (estimate_gflop_per_sample(patch, strides, kernels, features, n_conv)
+             + ACTIVATION_FLOP_EQUIVALENT * values / 1e9)
+    return gflop / speed_gflops
+
+
+def training_speed_gflops(hardware: HardwareInfo) -> float:
+    """The conv-training speed the planner assumes (GFLOP/s): measured fp32 matmul rate × ``CONV_EFFICIENCY``, ×
+    the training speed-up of bf16 where the plans train in bf16 (√ of the measured matmul speed-up, else
+    ``BF16_SPEEDUP``)."""
+    if not hardware.bf16:
+        return hardware.gflops * CONV_EFFICIENCY
+    speedup = BF16_SPEEDUP if hardware.bf16_speedup is None else max(1.0, hardware.bf16_speedup) ** 0.5
+    return hardware.gflops * CONV_EFFICIENCY * speedup

@@ -33,10 +33,15 @@ def stage_voxels(patch: Sequence[int], strides: list[list[int]]) -> list[float]:
     return out
 
 
+def activation_values(patch: Sequence[int], strides: list[list[int]], features: list[int]) -> float:
+    """Σ over stages of voxels × features: one sample's values per layer output, the unit of both estimates below."""
+    return sum(v * f for v, f in zip(stage_voxels(patch, strides), features))
+
+
 def estimate_memory_gb(patch: Sequence[int], strides: list[list[int]], features: list[int], n_conv: int,
                        batch_size: int, bytes_per_value: float = 4.0) -> float:
     """Rough training activation memory: every conv, norm and activation output of encoder and decoder kept."""
-    values = sum(v * f for v, f in zip(stage_voxels(patch, strides), features)) * n_conv * 2 * 3
+    values = activation_values(patch, strides, features) * n_conv * 2 * 3
     return batch_size * values * bytes_per_value * 1.5 / 1024 ** 3
 
 
@@ -51,10 +56,9 @@ def estimate_gflop_per_sample(patch: Sequence[int], strides: list[list[int]], ke
 def estimate_seconds_per_sample(patch: Sequence[int], strides: list[list[int]], kernels: list[list[int]],
                                 features: list[int], n_conv: int, speed_gflops: float) -> float:
     """Training seconds per sample at ``speed_gflops`` (:func:`training_speed_gflops`): conv GFLOP plus
-    ``ACTIVATION_FLOP_EQUIVALENT`` per activation value (Σ over stages of voxels × features)."""
-    values = sum(v * f for v, f in zip(stage_voxels(patch, strides), features))
+    ``ACTIVATION_FLOP_EQUIVALENT`` per :func:`activation_values` value."""
     gflop = (estimate_gflop_per_sample(patch, strides, kernels, features, n_conv)
-             + ACTIVATION_FLOP_EQUIVALENT * values / 1e9)
+             + ACTIVATION_FLOP_EQUIVALENT * activation_values(patch, strides, features) / 1e9)
     return gflop / speed_gflops
 
 

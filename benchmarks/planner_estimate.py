@@ -2,10 +2,10 @@
 
     python benchmarks/planner_estimate.py --root ROOT --dataset 991 --plans uadnet_plans [--write]
 
-``ROOT`` holds a planned and preprocessed dataset (``UADNET_RAW``/``PREPROCESSED`` under it). The machine's
-hardware is measured as ``uadnet_plan_and_preprocess`` measures it (fp32 matmul GFLOP/s, bf16 speed-up); the
-planner's estimate for the plans' 2d configuration (its patch, network and batch) is computed for fp32 and, where
-the CPU has bf16, for bf16. Measured: ``uadnet_train`` of fold 0 for ``--short`` and ``--long`` iterations without
+``ROOT`` holds a planned and preprocessed dataset (``UADNET_RAW``/``PREPROCESSED`` under it). For every row the
+machine's hardware is measured as ``uadnet_plan_and_preprocess`` measures it (fp32 matmul GFLOP/s, bf16 speed-up,
+the reference 2D training step), in a fresh process with that row's environment and precision; the planner's
+estimate for the plans' 2d configuration (its patch, network and batch) follows from it. Measured: ``uadnet_train`` of fold 0 for ``--short`` and ``--long`` iterations without
 validation or calibration, in fresh processes, one after the other; seconds per iteration = the difference of the
 wall times over the difference of the iterations (start-up, data loading warm-up and the final checkpoint cancel
 out). "fp32, AVX2 code path" runs the same fp32 training with ``ATEN_CPU_CAPABILITY=avx2`` and
@@ -15,6 +15,7 @@ out). "fp32, AVX2 code path" runs the same fp32 training with ``ATEN_CPU_CAPABIL
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -26,6 +27,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import cpu_label, use_root, write_section
 
 AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
+def measured_hardware(precision: str, env: dict[str, str]) -> dict:
+    """The hardware profile as the planner would measure it in a fresh process with ``env`` (bf16 only where
+    ``precision`` is bf16)."""
+    code = ("import json; from dataclasses import replace; from uadnet.planning import hardware as hw, reference_step "
+            "as rs; h = hw.detect_hardware('cpu', measure=False); g = hw.measure_gflops('cpu'); "
+            f"bf16 = h.bf16 and {precision == 'bf16'}; "
+            "h = replace(h, bf16=bf16, gflops=g, bf16_speedup=hw.measure_bf16_speedup('cpu') if bf16 else None, "
+            "step_factor_2d=rs.measure_step_factor_2d(g, 'bf16' if bf16 else 'fp32')); print(json.dumps(h.to_dict()))")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                         env={**os.environ, **env})
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def train_seconds(dataset: str, plans: str, iterations: int, precision: str, env: dict[str, str]) -> float:
@@ -49,11 +63,10 @@ def main() -> None:
     p.add_argument("--write", action="store_true")
     args = p.parse_args()
     use_root(args.root)
-    from dataclasses import replace
 
     from uadnet import paths
     from uadnet.planning.cost_model import estimate_seconds_per_sample, training_speed_gflops
-    from uadnet.planning.hardware import detect_hardware
+    from uadnet.planning.hardware import HardwareInfo, detect_hardware
     from uadnet.plans import Plans
 
     name = paths.resolve_dataset_name(args.dataset)
@@ -63,28 +76,32 @@ def main() -> None:
 
     def estimated_seconds(hardware) -> float:
         return estimate_seconds_per_sample(cfg.patch_size, net.strides, net.kernel_sizes, net.features_per_stage,
-                                           net.n_conv_per_stage, training_speed_gflops(hardware)) * cfg.batch_size
+                                           net.n_conv_per_stage, training_speed_gflops(hardware, 2)) * cfg.batch_size
 
-    hardware = detect_hardware("cpu")
     runs = [("fp32", "fp32", {}), ("fp32, AVX2 code path", "fp32", AVX2)]
-    if hardware.bf16:
+    if detect_hardware("cpu", measure=False).bf16:
         runs.append(("bf16", "bf16", {}))
     rows = []
     for label, precision, env in runs:
-        estimate = estimated_seconds(replace(hardware, bf16=precision == "bf16"))
+        hardware = HardwareInfo.from_dict(measured_hardware(precision, env))
+        estimate = estimated_seconds(hardware)
         short = train_seconds(args.dataset, args.plans, args.short, precision, env)
         long = train_seconds(args.dataset, args.plans, args.long, precision, env)
         measured = (long - short) / (args.long - args.short)
-        rows.append((label, measured, estimate))
-        print(f"{label}: measured {measured:.3f} s/iteration, estimated {estimate:.3f}", flush=True)
+        rows.append((label, hardware, measured, estimate))
+        print(f"{label}: measured {measured:.3f} s/iteration, estimated {estimate:.3f} ({hardware})", flush=True)
     lines = ["## The planner's seconds per iteration (`benchmarks/planner_estimate.py`)", "",
              (f"{name}, plans `{args.plans}` 2d (patch {cfg.patch_size}, batch {cfg.batch_size}, features "
               f"{net.features_per_stage}), x86_64 CPU {cpu_label()}, {os.cpu_count()} cores, "
-              f"{cfg.training.num_workers} data worker(s). Hardware as the planner measures it: {hardware.gflops:g} "
-              f"GFLOP/s fp32, bf16 speed-up {hardware.bf16_speedup}. Measured: `uadnet_train` for {args.short} and "
-              f"{args.long} iterations without validation, (difference of wall times) / {args.long - args.short}."),
-             "", "| training | measured s / iteration | planner's estimate | estimate / measured |", "|---|---|---|---|"]
-    lines += [f"| {label} | {m:.3f} | {e:.3f} | {e / m:.2f} |" for label, m, e in rows]
+              f"{cfg.training.num_workers} data worker(s). Hardware as the planner measures it, per row in that "
+              "row's environment (fp32 matmul GFLOP/s; `step_factor_2d`: the reference 2D training step in the "
+              "row's precision over the cost model's estimate of it). Measured: `uadnet_train` for "
+              f"{args.short} and {args.long} iterations without validation, (difference of wall times) / "
+              f"{args.long - args.short}."),
+             "", ("| training | GFLOP/s | step_factor_2d | measured s / iteration | planner's estimate | "
+                  "estimate / measured |"), "|---|---|---|---|---|---|"]
+    lines += [f"| {label} | {h.gflops:g} | {h.step_factor_2d} | {m:.3f} | {e:.3f} | {e / m:.2f} |"
+              for label, h, m, e in rows]
     lines += ["", (f"Reproduce: `python benchmarks/planner_estimate.py --root ROOT --dataset {args.dataset} --plans "
                    f"{args.plans} --write`")]
     text = "\n".join(lines)

@@ -49,7 +49,7 @@ def test_profile_is_stored_reused_and_remeasured(tmp_path, monkeypatch):
 
     def fake_detect(device=None, measure=True):
         calls.append(device)
-        return HardwareInfo("cpu", False, 2, 8.0, 64.0 * len(calls))
+        return HardwareInfo("cpu", False, 2, 8.0, 64.0 * len(calls), step_factor_2d=1.0)
 
     monkeypatch.setattr(hw, "detect_hardware", fake_detect)
     first = hw.resolve_hardware("cpu", None, tmp_path, say=lambda m: None)
@@ -81,13 +81,51 @@ def test_bf16_speedup_is_measured_stored_and_an_older_bf16_profile_remeasured(tm
     identity = hw.machine_identity("cpu")
     hw.save_profile(HardwareInfo("cpu", True, 2, 8.0, 64.0), tmp_path / hw.PROFILE_FILE, identity)
     monkeypatch.setattr(hw, "detect_hardware", lambda device=None, measure=True: HardwareInfo(
-        "cpu", True, 2, 8.0, 64.0, bf16_speedup=2.0))
+        "cpu", True, 2, 8.0, 64.0, bf16_speedup=2.0, step_factor_2d=0.8))
     said: list[str] = []
     assert hw.resolve_hardware("cpu", None, tmp_path, say=said.append).bf16_speedup == 2.0
     assert any("predates" in m for m in said)
     loaded, _ = hw.load_profile(tmp_path / hw.PROFILE_FILE)
     assert loaded.bf16_speedup == 2.0  # stored, so the next planning reuses it
     assert hw.resolve_hardware("cpu", None, tmp_path, say=said.append) == loaded
+
+
+def test_reference_step_factor_is_measured_on_its_grid_and_leaves_the_random_state():
+    """The reference 2D training step really runs (fp32 here; the planner measures the plans' precision), its
+    ratio to the cost model lands on the grid, and the estimate it is compared with scales with the matmul rate."""
+    import torch
+
+    from uadnet.planning import reference_step as rs
+
+    state = torch.random.get_rng_state()
+    seconds = rs.reference_seconds("fp32", steps=2)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert 0 < seconds < 60
+    assert rs.reference_estimate_seconds(200.0) == pytest.approx(rs.reference_estimate_seconds(100.0) / 2)
+    factor = rs.measure_step_factor_2d(100.0, "fp32")
+    assert factor > 0 and factor == rs.factor_on_grid(factor)
+    three = rs.factor_on_grid(rs.FACTOR_GRID ** 3)
+    assert rs.factor_on_grid(rs.FACTOR_GRID ** 3 * 1.04) == three == rs.factor_on_grid(rs.FACTOR_GRID ** 3 / 1.04)
+    assert rs.factor_on_grid(rs.FACTOR_GRID ** 3.6) > three  # nearest, not rounded down
+    with pytest.raises(ValueError, match="positive"):
+        rs.factor_on_grid(0.0)
+
+
+def test_a_cpu_profile_without_the_reference_step_is_measured_again(tmp_path, monkeypatch):
+    """A cached CPU profile written before the reference step existed is measured again and stored; a profile given
+    with --hardware_profile is used as it is (its 2D estimate keeps the constants)."""
+    identity = hw.machine_identity("cpu")
+    hw.save_profile(HardwareInfo("cpu", False, 2, 8.0, 64.0), tmp_path / hw.PROFILE_FILE, identity)
+    monkeypatch.setattr(hw, "detect_hardware", lambda device=None, measure=True: HardwareInfo(
+        "cpu", False, 2, 8.0, 64.0, step_factor_2d=1.3))
+    said: list[str] = []
+    assert hw.resolve_hardware("cpu", None, tmp_path, say=said.append).step_factor_2d == 1.3
+    assert any("reference training-step" in m for m in said)
+    loaded, _ = hw.load_profile(tmp_path / hw.PROFILE_FILE)
+    assert loaded.step_factor_2d == 1.3 and HardwareInfo.from_dict(loaded.to_dict()) == loaded
+    given = tmp_path / "given.json"
+    hw.save_profile(HardwareInfo("cpu", False, 2, 8.0, 45.3), given)
+    assert hw.resolve_hardware(None, given, tmp_path, say=said.append).step_factor_2d is None
 
 
 @pytest.mark.parametrize("content, match", [
@@ -98,6 +136,7 @@ def test_bf16_speedup_is_measured_stored_and_an_older_bf16_profile_remeasured(tm
     ('{"hardware": {"gflops": -1}}', "positive"),
     ('{"hardware": {"speed": 3}}', "unknown key"),
     ('{"hardware": {"bf16_speedup": 0}}', "bf16_speedup must be"),
+    ('{"hardware": {"step_factor_2d": -0.5}}', "step_factor_2d must be"),
 ])
 def test_bad_profile_names_the_file(tmp_path, content, match):
     bad = tmp_path / "bad_profile.json"

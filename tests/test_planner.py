@@ -257,3 +257,33 @@ def test_synomaly_sign_from_channel_names():
     assert synomaly_sign(["T1"]) == -1 and synomaly_sign(["t1w", "T1_native"]) == -1
     for names in (["T1c"], ["T1ce"], ["T1Gd"], ["t1_post"], ["T1", "FLAIR"], ["T2"], ["CT"]):
         assert synomaly_sign(names) == 1, names
+
+
+def test_a_measured_reference_step_scales_the_2d_estimate_only():
+    """A profile with ``step_factor_2d`` (the reference 2D training step measured on the machine, in the plans'
+    precision) divides the 2D training speed by it and the trainer's overhead — bf16 included, no √ rule — and
+    leaves 3D (and profiles without it) on the constants; a machine measured twice as slow gets a plan that still
+    fits the budget."""
+    from dataclasses import replace
+
+    from uadnet.planning.cost_model import CONV_EFFICIENCY, TRAINER_OVERHEAD, training_speed_gflops
+
+    slow = replace(CPU, step_factor_2d=2.0)
+    assert training_speed_gflops(slow, 2) == pytest.approx(100 * CONV_EFFICIENCY / (2.0 * TRAINER_OVERHEAD))
+    assert training_speed_gflops(slow, 3) == training_speed_gflops(CPU, 3) == pytest.approx(100 * CONV_EFFICIENCY)
+    bf16 = replace(CPU, bf16=True, bf16_speedup=4.0, step_factor_2d=0.5)
+    assert training_speed_gflops(bf16, 2) == pytest.approx(100 * CONV_EFFICIENCY / (0.5 * TRAINER_OVERHEAD))
+    assert training_speed_gflops(bf16, 3) == pytest.approx(100 * CONV_EFFICIENCY * 2.0)
+    fp = brain_1mm()
+    base, measured = (plan_experiment(fp, h, time_budget_minutes=20).configurations for h in (CPU, slow))
+    assert measured["3d"] == base["3d"]
+    for cfg in (base["2d"], measured["2d"]):
+        assert cfg.training.estimated_seconds_per_iteration * cfg.training.iterations <= 20 * 60 * 1.01
+        assert cfg.training.iterations >= 2000
+    net = measured["2d"].network
+    per_sample = estimate_seconds_per_sample(measured["2d"].patch_size, net.strides, net.kernel_sizes,
+                                             net.features_per_stage, net.n_conv_per_stage,
+                                             training_speed_gflops(slow, 2))
+    assert measured["2d"].training.estimated_seconds_per_iteration == pytest.approx(
+        per_sample * measured["2d"].batch_size, rel=1e-3)
+    assert measured["2d"].batch_size < base["2d"].batch_size

@@ -176,6 +176,28 @@ def test_time_budget_shortens_the_run_and_its_warmup(results):
     assert "time budget" in (_fold(results) / "training_log.txt").read_text(encoding="utf-8")
 
 
+def test_time_budget_lengthens_a_planned_run_by_at_most_a_quarter(results, env):
+    """Plans whose estimate was too high (24 iterations for an hour) train 1.25 × 24 = 30 iterations; an explicit
+    --iterations is never lengthened."""
+    from uadnet.training.trainer import MAX_BUDGET_EXTENSION
+
+    pre = env["UADNET_PREPROCESSED"] / "Dataset001_3d_iso"
+    plans = json.loads((pre / "uadnet_plans.json").read_text())
+    plans["plans_name"] = "uadnet_plans_short"
+    plans["configurations"]["2d"]["training"].update(iterations=24, time_budget_minutes=60.0)
+    (pre / "uadnet_plans_short.json").write_text(json.dumps(plans))
+    short = ["1", "0", "-p", "uadnet_plans_short", "--validation_every", "1000", "--no_calibration", *FAST]
+    assert train_main(short) == 0
+    fold = results / "Dataset001_3d_iso" / "cold_ensemble__uadnet_plans_short__2d" / "fold_0"
+    state = _load(fold / "checkpoint_latest.pth")
+    assert state["iteration"] == state["total_iterations"] == int(MAX_BUDGET_EXTENSION * 24) == 30
+    assert "instead of 24" in (fold / "training_log.txt").read_text(encoding="utf-8")
+    explicit = ["1", "1", *short[2:], "--iterations", "24", "--time_budget", "60"]
+    assert train_main(explicit) == 0
+    state = _load(fold.parent / "fold_1" / "checkpoint_latest.pth")
+    assert state["iteration"] == state["total_iterations"] == 24
+
+
 def test_bad_requests_are_clear_errors(results, capsys):
     assert train_main(["1", "7", "--iterations", "2", *FAST]) == 1
     assert "fold must be 0..4" in capsys.readouterr().err

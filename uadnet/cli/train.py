@@ -46,8 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     length.add_argument("--iterations", type=int, default=None, help="training iterations (default: the plans')")
     length.add_argument("--epochs", type=int, default=None, help="epochs of validation_every iterations")
     p.add_argument("--time_budget", type=float, default=None, metavar="MINUTES",
-                   help="stop early to fit this many minutes (default: the plans' budget unless --iterations/"
-                        "--epochs is given)")
+                   help="fit the run to this many minutes: shorter, or up to 1.25x the plans' iterations when they "
+                        "set the length (default: the plans' budget unless --iterations/--epochs is given)")
     p.add_argument("--precision", choices=["fp32", "bf16"], default=None, help="default: the plans' (hardware)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the network (default: the plans')")

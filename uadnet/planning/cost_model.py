@@ -1,6 +1,6 @@
 """The planner's training cost model: activation memory and seconds per training sample of a UNet plan, from the
-measured matmul rate of the machine (:class:`uadnet.planning.hardware.HardwareInfo`). Pure functions; units: voxels,
-GFLOP, GB, seconds."""
+measured matmul rate of the machine (:class:`uadnet.planning.hardware.HardwareInfo`), for 2D calibrated by its
+measured reference training step where the profile has one. Pure functions; units: voxels, GFLOP, GB, seconds."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from uadnet.planning.hardware import HardwareInfo
 # Training cost model: seconds = (conv GFLOP + ACTIVATION_FLOP_EQUIVALENT × activation values / 1e9) / (fp32 matmul
 # rate × CONV_EFFICIENCY); the activation term is the memory-bound work that does not shrink with the widths' square.
 # Fitted on a 2-core AMD EPYC (training steps of nine 2D networks of widths 8-128: within ±13 %; `uadnet_train` of the
-# CPU 2D plan runs 15-30 % slower than estimated, and the trainer shortens the run to the budget; benchmarks.md).
+# CPU 2D plan ran 15-30 % slower than estimated before `step_factor_2d`; the trainer fits the run to the budget).
 CONV_EFFICIENCY = 0.72
 ACTIVATION_FLOP_EQUIVALENT = 5000.0  # per value of Σ_stages voxels × features of one sample
 # bf16 autocast's *training* speed-up is about the square root of the bf16 matmul speed-up (the optimiser, EMA,
@@ -22,6 +22,12 @@ ACTIVATION_FLOP_EQUIVALENT = 5000.0  # per value of Σ_stages voxels × features
 # speed-up was not recorded. BF16_SPEEDUP: the training speed-up assumed when the hardware profile has no measured
 # matmul speed-up (profiles written before it was measured).
 BF16_SPEEDUP = 3.0
+# `uadnet_train` per iteration over the network's fastest training step (what `step_factor_2d` calibrates): the data
+# worker on the same cores, EMA, bookkeeping, and typical against fastest steps. Fitted on a 2-core AMD EPYC:
+# 1.06-1.19 for the CPU 2D plan of the development brain (batch 14 of 80²; fp32, the AVX2 code path, bf16), ~1.0 for
+# the demo's (batch 32 of 96 × 80; benchmarks/planner_estimate.py). Applies only with a measured factor, so profiles
+# without one plan as before.
+TRAINER_OVERHEAD = 1.1
 
 
 def stage_voxels(patch: Sequence[int], strides: list[list[int]]) -> list[float]:
@@ -62,11 +68,14 @@ def estimate_seconds_per_sample(patch: Sequence[int], strides: list[list[int]], 
     return gflop / speed_gflops
 
 
-def training_speed_gflops(hardware: HardwareInfo) -> float:
-    """The conv-training speed the planner assumes (GFLOP/s): measured fp32 matmul rate × ``CONV_EFFICIENCY``, ×
-    the training speed-up of bf16 where the plans train in bf16 (√ of the measured matmul speed-up, else
-    ``BF16_SPEEDUP``)."""
+def training_speed_gflops(hardware: HardwareInfo, dim: int = 2) -> float:
+    """The conv-training speed the planner assumes for a ``dim``-D network (GFLOP/s): measured fp32 matmul rate ×
+    ``CONV_EFFICIENCY``; for 2D with a measured ``step_factor_2d`` (CPU profiles) divided by it and by
+    ``TRAINER_OVERHEAD`` (the factor is of the plans' precision, so bf16 is in it); otherwise × the training
+    speed-up of bf16 where the plans train in bf16 (√ of the measured matmul speed-up, else ``BF16_SPEEDUP``)."""
+    rate = hardware.gflops * CONV_EFFICIENCY
+    if dim == 2 and hardware.step_factor_2d is not None:
+        return rate / (hardware.step_factor_2d * TRAINER_OVERHEAD)
     if not hardware.bf16:
-        return hardware.gflops * CONV_EFFICIENCY
-    speedup = BF16_SPEEDUP if hardware.bf16_speedup is None else max(1.0, hardware.bf16_speedup) ** 0.5
-    return hardware.gflops * CONV_EFFICIENCY * speedup
+        return rate
+    return rate * (BF16_SPEEDUP if hardware.bf16_speedup is None else max(1.0, hardware.bf16_speedup) ** 0.5)

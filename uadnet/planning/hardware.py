@@ -47,7 +47,11 @@ class HardwareInfo:
     """``device``: cpu/cuda/mps; ``bf16``: fast bfloat16 matmuls; ``gflops``: measured fp32 matmul throughput
     (GFLOP/s, best burst, on the ``GFLOPS_GRID``); ``memory_gb``: system (CPU) or device (GPU) memory;
     ``bf16_speedup``: measured bf16 / fp32 matmul rate (best bursts each, on the grid; None: not measured —
-    profiles written before it existed, or no bf16 — and the planner assumes its constant)."""
+    profiles written before it existed, or no bf16 — and the planner assumes its constant);
+    ``step_factor_2d``: the fastest training step of a reference 2D network, in the precision the plans train in
+    (bf16 where ``bf16``), over the cost model's estimate of it (:mod:`uadnet.planning.reference_step`; CPU only;
+    None: not measured — a GPU, or a profile written before it existed — and the 2D estimate uses the constants
+    alone)."""
 
     device: str = "cpu"
     bf16: bool = False
@@ -55,6 +59,7 @@ class HardwareInfo:
     memory_gb: float = 8.0
     gflops: float = 50.0
     bf16_speedup: float | None = None
+    step_factor_2d: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -62,7 +67,7 @@ class HardwareInfo:
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "hardware profile") -> HardwareInfo:
         kinds = {"device": str, "bf16": bool, "num_cpus": int, "memory_gb": (int, float), "gflops": (int, float),
-                 "bf16_speedup": (int, float, type(None))}
+                 "bf16_speedup": (int, float, type(None)), "step_factor_2d": (int, float, type(None))}
         unknown = sorted(set(d) - set(kinds))
         if unknown:
             raise HardwareProfileError(f"{where}: unknown key(s) {unknown}; known: {sorted(kinds)}")
@@ -75,6 +80,9 @@ class HardwareInfo:
             raise HardwareProfileError(f"{where}: gflops must be positive, got {d['gflops']!r}")
         if d.get("bf16_speedup") is not None and not 0 < float(d["bf16_speedup"]) <= 64:
             raise HardwareProfileError(f"{where}: bf16_speedup must be in (0, 64] or null, got {d['bf16_speedup']!r}")
+        if d.get("step_factor_2d") is not None and not 0 < float(d["step_factor_2d"]) <= 1000:
+            raise HardwareProfileError(f"{where}: step_factor_2d must be in (0, 1000] or null, got "
+                                       f"{d['step_factor_2d']!r}")
         return cls(**d)
 
 
@@ -252,8 +260,13 @@ def detect_hardware(device: str | None = None, measure: bool = True) -> Hardware
             memory = 8.0
     gflops = measure_gflops(device) if measure else HardwareInfo.gflops
     speedup = measure_bf16_speedup(device) if measure and bf16 else None
+    factor = None
+    if measure and device == "cpu":
+        from uadnet.planning.reference_step import measure_step_factor_2d
+
+        factor = measure_step_factor_2d(gflops, "bf16" if bf16 else "fp32")
     return HardwareInfo(device=device, bf16=bf16, num_cpus=_num_cpus(), memory_gb=round(memory, 1), gflops=gflops,
-                        bf16_speedup=speedup)
+                        bf16_speedup=speedup, step_factor_2d=factor)
 
 
 def save_profile(hardware: HardwareInfo, path: str | os.PathLike, identity: dict[str, Any] | None = None) -> None:
@@ -304,6 +317,8 @@ def resolve_hardware(device: str | None, profile: str | os.PathLike | None, cach
                 say(f"{cache} was measured on another machine or setup: measuring again")
             elif hardware.bf16 and hardware.bf16_speedup is None:
                 say(f"{cache} predates the bf16 speed-up measurement: measuring again")
+            elif hardware.device == "cpu" and hardware.step_factor_2d is None:
+                say(f"{cache} predates the reference training-step measurement: measuring again")
             else:
                 say(f"hardware profile of this machine reused from {cache} (--remeasure_hardware to measure "
                     f"again): {hardware.gflops:g} GFLOP/s fp32, bf16 {hardware.bf16}")

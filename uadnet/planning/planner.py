@@ -185,7 +185,7 @@ def plan_configuration(name: str, dim: int, spacing: list[float], median_shape: 
     axes = slice(1, 3) if dim == 2 else slice(0, 3)
     n_conv = 2
     bytes_per_value = 3.0 if hardware.bf16 else 4.0
-    speed = training_speed_gflops(hardware)
+    speed = training_speed_gflops(hardware, dim)
     # under a time budget a batch of 2 must leave room for MIN_ITERATIONS[dim] steps
     max_seconds = None if time_budget_minutes is None else time_budget_minutes * 60 / (2 * MIN_ITERATIONS[dim])
     delay = CPU_2D_DOUBLING_STARTS_AT_STAGE if dim == 2 and hardware.device == "cpu" else 0

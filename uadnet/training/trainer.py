@@ -47,6 +47,7 @@ from uadnet.utilities.file_io import load_json, save_json
 from uadnet.utilities.torch_utils import autocast
 
 TIMING_ITERATIONS = 20  # a time budget is turned into an iteration count after this many timed iterations
+MAX_BUDGET_EXTENSION = 1.25  # a budget may lengthen the plans' iterations by at most this factor
 
 
 @dataclass
@@ -256,17 +257,21 @@ class Trainer:
         return f"{self.dataset_name} · {self.s.method} · {self.config_name} · fold {self.s.fold}"
 
     def _apply_time_budget(self, start: int, iteration: int) -> None:
-        """After ``TIMING_ITERATIONS`` timed iterations, shrink ``total`` so the rest fits the budget."""
+        """After ``TIMING_ITERATIONS`` timed iterations, fit ``total`` to the budget: shorter, or — in a fresh run
+        whose length comes from the plans — up to ``MAX_BUDGET_EXTENSION`` × longer (the planner's estimate was
+        high)."""
         if self.budget_minutes is None or iteration - start != TIMING_ITERATIONS:
             return
         seconds = statistics.median(self.history["seconds"][-(TIMING_ITERATIONS - 5):])
         remaining = self.budget_minutes * 60 - (time.monotonic() - self.started)
-        fit = self.ctx_min(min(self.total, iteration + max(1, int(remaining / max(seconds, 1e-6)))))
-        if fit < self.total:
+        most = self.total if start or self.run_settings.overridden("iterations") else \
+            max(self.total, int(MAX_BUDGET_EXTENSION * self.total))
+        fit = self.ctx_min(min(most, iteration + max(1, int(remaining / max(seconds, 1e-6)))))
+        if fit != self.total:
             self.log(f"time budget {self.budget_minutes} min at {seconds:.3f} s/iteration: stopping at "
                      f"iteration {fit} instead of {self.total}")
             self.total = fit
-            # the warm-up was sized for the longer run: keep it within the first fifth of the shortened one
+            # the warm-up was sized for the planned run: keep it within the first fifth of a shortened one
             self.warmup = max(min(self.warmup, fit // 5), iteration)
 
     def ctx_min(self, value: int) -> int:

@@ -5,11 +5,12 @@
 ``ROOT`` holds a planned and preprocessed dataset (``UADNET_RAW``/``PREPROCESSED`` under it). For every row the
 machine's hardware is measured as ``uadnet_plan_and_preprocess`` measures it (fp32 matmul GFLOP/s, bf16 speed-up,
 the reference 2D training step), in a fresh process with that row's environment and precision; the planner's
-estimate for the plans' 2d configuration (its patch, network and batch) follows from it. Measured: ``uadnet_train`` of fold 0 for ``--short`` and ``--long`` iterations without
-validation or calibration, in fresh processes, one after the other; seconds per iteration = the difference of the
-wall times over the difference of the iterations (start-up, data loading warm-up and the final checkpoint cancel
-out). "fp32, AVX2 code path" runs the same fp32 training with ``ATEN_CPU_CAPABILITY=avx2`` and
-``ONEDNN_MAX_CPU_ISA=AVX2`` (PyTorch's and oneDNN's AVX2 kernels: what an AVX2-only CPU of the same cores runs).
+estimate for the plans' 2d configuration (its patch, network and batch) follows from it. Measured: ``uadnet_train``
+of fold 0 for ``--short`` and ``--long`` iterations without validation or calibration, in fresh processes, one
+after the other; seconds per iteration = the difference of the wall times over the difference of the iterations
+(start-up, data loading warm-up and the final checkpoint cancel out). "fp32, AVX2 code path" runs the same fp32
+training with ``ATEN_CPU_CAPABILITY=avx2`` and ``ONEDNN_MAX_CPU_ISA=AVX2`` (PyTorch's and oneDNN's AVX2 kernels:
+what an AVX2-only CPU of the same cores runs).
 """
 
 from __future__ import annotations

@@ -155,8 +155,9 @@ def run(root: Path, dataset: str, variant: str, edits: list[str], iterations: in
         folder = root / "results" / name / f"{method}__{plans_name}__2d"
         shutil.rmtree(folder / "fold_0", ignore_errors=True)
         argv = [dataset_id, "0", "-p", plans_name, "-m", method, "--precision", precision, "--disable_progress_bar"]
-        if iterations:
-            argv += ["--iterations", str(iterations)]
+        if iterations or not reuse:  # an explicit length: the plans' iterations are the emulated budget's, which a
+            # faster machine's trainer would otherwise fit to its own clock (up to 1.25x longer)
+            argv += ["--iterations", str(iterations or plans["configurations"]["2d"]["training"]["iterations"])]
         if seed:  # training seed (sampling, corruptions, initialisation); the validation anomalies keep theirs
             argv += ["--seed", str(seed)]
             record["seed"] = seed

@@ -27,18 +27,25 @@ def factor_on_grid(ratio: float) -> float:
     return float(f"{FACTOR_GRID ** round(math.log(ratio, FACTOR_GRID)):.3g}")
 
 
+def reference_network_plan():
+    """The reference network's :class:`uadnet.plans.NetworkPlan` (2D, 3×3 kernels, stride 2 per deeper stage)."""
+    from uadnet.plans import NetworkPlan
+
+    n = len(REFERENCE_2D["features"])
+    return NetworkPlan(dim=2, features_per_stage=list(REFERENCE_2D["features"]), kernel_sizes=[[3, 3]] * n,
+                       strides=[[1, 1]] + [[2, 2]] * (n - 1))
+
+
 def reference_seconds(precision: str, steps: int = REFERENCE_STEPS) -> float:
     """Fastest of ``steps`` timed training steps (forward, MSE, backward, AdamW) of the reference 2D network on
     the CPU, with torch's threads, in ``precision`` (fp32 or bf16 autocast)."""
     import torch
 
     from uadnet.networks.unet import ConditionalUNet
-    from uadnet.plans import NetworkPlan
     from uadnet.utilities.torch_utils import autocast
 
-    features, patch, batch = REFERENCE_2D["features"], REFERENCE_2D["patch"], REFERENCE_2D["batch"]
-    plan = NetworkPlan(dim=2, features_per_stage=list(features), kernel_sizes=[[3, 3]] * len(features),
-                       strides=[[1, 1]] + [[2, 2]] * (len(features) - 1))
+    patch, batch = REFERENCE_2D["patch"], REFERENCE_2D["batch"]
+    plan = reference_network_plan()
     generator = torch.Generator().manual_seed(0)
     with torch.random.fork_rng(devices=[]):  # the caller's random state stays as it was
         torch.manual_seed(0)
@@ -66,10 +73,10 @@ def reference_estimate_seconds(gflops: float) -> float:
     """The cost model's seconds for one reference step at fp32 matmul rate ``gflops`` (no factor applied)."""
     from uadnet.planning.cost_model import CONV_EFFICIENCY, estimate_seconds_per_sample
 
-    features, patch = REFERENCE_2D["features"], REFERENCE_2D["patch"]
-    strides = [[1, 1]] + [[2, 2]] * (len(features) - 1)
-    return REFERENCE_2D["batch"] * estimate_seconds_per_sample(patch, strides, [[3, 3]] * len(features), features,
-                                                              2, gflops * CONV_EFFICIENCY)
+    plan = reference_network_plan()
+    return REFERENCE_2D["batch"] * estimate_seconds_per_sample(REFERENCE_2D["patch"], plan.strides, plan.kernel_sizes,
+                                                              plan.features_per_stage, plan.n_conv_per_stage,
+                                                              gflops * CONV_EFFICIENCY)
 
 
 def measure_step_factor_2d(gflops: float, precision: str) -> float:

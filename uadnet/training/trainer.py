@@ -265,7 +265,7 @@ class Trainer:
         seconds = statistics.median(self.history["seconds"][-(TIMING_ITERATIONS - 5):])
         remaining = self.budget_minutes * 60 - (time.monotonic() - self.started)
         most = self.total if start or self.run_settings.overridden("iterations") else \
-            max(self.total, int(MAX_BUDGET_EXTENSION * self.total))
+            int(MAX_BUDGET_EXTENSION * self.total)
         fit = self.ctx_min(min(most, iteration + max(1, int(remaining / max(seconds, 1e-6)))))
         if fit != self.total:
             self.log(f"time budget {self.budget_minutes} min at {seconds:.3f} s/iteration: stopping at "

@@ -82,6 +82,10 @@ def test_isotropic_brain_gets_2d_and_3d_and_reference_corruption_sizes():
     assert 8.5 < lo < 10.5 and 38 < hi < 44
     assert plans.corruption.size_distribution == "uniform"
     assert plans.validation.size_law is None
+    # and spots of 2-8 mm (at least 1-4 voxels): lesions of a few voxels
+    assert plans.corruption.dag_small_shapes > 0 and plans.corruption.small_shape_size_mm == [2.0, 8.0]
+    coarse = plan_experiment(fingerprint([[3.0, 3.0, 3.0]] * 10, [[60, 70, 60]] * 10), CPU)
+    assert coarse.corruption.small_shape_size_mm == [3.0, 12.0]
     # CPU: a 2D slice larger than 128^2 keeps its native in-plane spacing (small lesions survive); the patch tiles it
     cfg2d = plans.configurations["2d"]
     assert cfg2d.spacing[1:] == [1.0, 1.0] and np.prod(cfg2d.patch_size) <= 128 * 128

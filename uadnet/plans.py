@@ -173,7 +173,9 @@ class CorruptionPlan:
     """Synthetic-anomaly parameters shared by all families, in physical units. ``shape_size_mm``: (min, max) full
     extent of a shape per axis, drawn ``size_distribution`` ``uniform`` or ``log_uniform`` between them.
     ``bias_classes``: DAG's choice of biased tissue classes, ``subset`` or ``reference`` (see ``corruption.dag``);
-    ``dag_max_shapes``: DAG places 1 to this many shapes per sample (1: the reference's one)."""
+    ``dag_max_shapes``: DAG places 1 to this many shapes per sample (1: the reference's one); ``dag_small_shapes``:
+    DAG adds 0 to this many shapes of ``small_shape_size_mm`` (full extent; 0: none, the reference).
+    ``max_anomalies``, ``clean_fraction``: "many tasks" only; DAG and FPI corrupt every sample."""
 
     shape_size_mm: list[float]
     shape_types: list[str] = field(default_factory=lambda: ["box", "ellipsoid", "blob"])
@@ -189,6 +191,8 @@ class CorruptionPlan:
     size_distribution: str = "uniform"
     bias_classes: str = "subset"
     dag_max_shapes: int = 1
+    dag_small_shapes: int = 0
+    small_shape_size_mm: list[float] = field(default_factory=lambda: [2.0, 8.0])
 
 
 @dataclass

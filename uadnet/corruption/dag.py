@@ -11,8 +11,11 @@ then clip to [0, 1]. α_tex, α_b ~ U(severity_range); severity α = max(α_tex,
 probability n_q / (N + 1000) (n_q of its voxels among the N inside the mask; none picked → all), and α_b becomes
 the largest change the bias actually made after clipping. ``max_shapes`` > 1 (plans:
 ``corruption.dag_max_shapes``) places 1 to ``max_shapes`` shapes (uniformly many), each with its own shape, sign and
-classes and the same α_tex, α_b. Only each mask's bounding box (plus the blur margin) is computed. The random
-draws do not depend on α, so one seed gives the same shapes, classes and signs at every severity.
+classes and the same α_tex, α_b. ``small_shapes`` > 0 (plans: ``corruption.dag_small_shapes``) adds 0 to that many
+further shapes of ``small_size_mm`` (full extent; edges softened by at most ``SMALL_EDGE_SIGMA_VOXELS``), treated
+alike, so that the restorer also sees spots of a few voxels. Only each mask's bounding box (plus the blur margin) is
+computed. The random draws do not depend on α, so one seed gives the same shapes, classes and signs at every
+severity; with ``max_shapes`` 1 and ``small_shapes`` 0 no draw is made for either.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ if TYPE_CHECKING:
     from uadnet.plans import Plans
 
 DEFAULT_CODEBOOK = (0.1, 0.3, 0.5, 0.7, 0.9)  # used when the plans carry no codebook
+SMALL_EDGE_SIGMA_VOXELS = (0.0, 1.0)  # edge blur of the small shapes: a 5-voxel blur would erase a 2-voxel spot
 
 
 def quantise(values: np.ndarray, centroids: Sequence[float]) -> np.ndarray:
@@ -96,6 +100,8 @@ class DAG:
     size_distribution: str = "uniform"
     bias_classes: str = "subset"
     max_shapes: int = 1
+    small_shapes: int = 0
+    small_size_mm: Sequence[float] = (2.0, 8.0)
 
     def __post_init__(self) -> None:
         if self.bias_classes not in ("subset", "reference"):
@@ -103,6 +109,12 @@ class DAG:
                              "'reference' in uadnet_plans.json")
         if int(self.max_shapes) < 1:
             raise ValueError(f"corruption.dag_max_shapes must be >= 1, got {self.max_shapes}: fix uadnet_plans.json")
+        if int(self.small_shapes) < 0:
+            raise ValueError(f"corruption.dag_small_shapes must be >= 0, got {self.small_shapes}: fix "
+                             "uadnet_plans.json")
+        if not 0 < self.small_size_mm[0] <= self.small_size_mm[1]:
+            raise ValueError(f"corruption.small_shape_size_mm must be [min, max] with 0 < min <= max, got "
+                             f"{list(self.small_size_mm)}: fix uadnet_plans.json")
 
     @classmethod
     def from_plans(cls, plans: Plans) -> DAG:
@@ -110,7 +122,7 @@ class DAG:
         return cls(tuple(cp.shape_size_mm), tuple(cp.shape_types), tuple(cp.edge_sigma_voxels),
                    cp.edge_smoothing_probability, [list(c) for c in cp.intensity_codebook],
                    severity_range_of(cp), cp.bias_blur_sigma_voxels, cp.size_distribution, cp.bias_classes,
-                   cp.dag_max_shapes)
+                   cp.dag_max_shapes, cp.dag_small_shapes, tuple(cp.small_shape_size_mm))
 
     def channel_codebooks(self, num_channels: int) -> list[list[float]]:
         books = [sorted(c) for c in self.codebook if len(c)] or [list(DEFAULT_CODEBOOK)]
@@ -135,8 +147,9 @@ class DAG:
         result, applied_b = first
         masks = [mask]
         extra = int(rng.integers(0, self.max_shapes)) if self.max_shapes > 1 else 0
-        for _ in range(extra):  # further shapes: their own shape, sign and classes, the same severities
-            mask = self._shape(image, foreground, rng, spacing)
+        small = int(rng.integers(0, self.small_shapes + 1)) if self.small_shapes > 0 else 0
+        for i in range(extra + small):  # further shapes: their own shape, sign and classes, the same severities
+            mask = self._shape(image, foreground, rng, spacing, small=i >= extra)
             sign = 1.0 if rng.random() < 0.5 else -1.0
             more = self._one(result, mask, fp, rng, a_tex, a_b, sign)
             if more is not None:
@@ -146,7 +159,12 @@ class DAG:
         return Corrupted(result, np.maximum.reduce(masks), max(a_tex, applied_b))
 
     def _shape(self, image: np.ndarray, foreground: np.ndarray, rng: np.random.Generator,
-               spacing: Sequence[float]) -> np.ndarray:
+               spacing: Sequence[float], small: bool = False) -> np.ndarray:
+        if small:
+            edges = (min(SMALL_EDGE_SIGMA_VOXELS[0], self.edge_sigma_voxels[0]),
+                     min(SMALL_EDGE_SIGMA_VOXELS[1], self.edge_sigma_voxels[1]))
+            return random_shape(image.shape[1:], foreground, rng, spacing, self.small_size_mm, self.shape_types,
+                                edges, self.edge_probability)
         return random_shape(image.shape[1:], foreground, rng, spacing, self.size_mm, self.shape_types,
                             self.edge_sigma_voxels, self.edge_probability, size_distribution=self.size_distribution)
 

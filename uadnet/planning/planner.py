@@ -64,6 +64,12 @@ REFERENCE_EXTENT_MM = 150.0  # typical in-plane brain extent those sizes were ch
 # capped by the shape size) cut the development brain's test AP from 0.123 to 0.011 at the AVX2 budget (1003
 # iterations of 18 slices): small training shapes did not teach small lesions and cost the large ones.
 SIZE_DISTRIBUTION = "uniform"
+# Besides the one reference-sized shape, DAG adds 0 to SMALL_SHAPES spots of SMALL_SHAPE_SIZE_MM (at least 1 to 4
+# voxels of the finest in-plane axis) so the restorer also learns to correct lesions of a few voxels (development
+# brain, 2 mm, AVX2 budget: pooled AP 0.366 / 0.298 against 0.326 / 0.264 in two seeds, small-lesion AP of the
+# unsmoothed maps 0.031 against 0.0004; up to 12 spots: 0.226; documentation/benchmarks.md).
+SMALL_SHAPES = 6
+SMALL_SHAPE_SIZE_MM = (2.0, 8.0)
 MIN_FEATURE_SIZE = 4
 MIN_PATCH_EDGE = 32  # voxels; patches are not shrunk below this (or the image) to meet a target
 NUM_SEVERITIES = 4
@@ -327,8 +333,11 @@ def plan_experiment(fingerprint: dict[str, Any], hardware: HardwareInfo | None =
     # the histograms are in the scheme's [0, 1] units (high → 1); rescale the centroids to each high_maps_to
     codebook = [[round(v * n.high_maps_to, 6) for v in intensity_codebook(
         fingerprint["normalized_histograms"][str(ch)][n.scheme], codebook_size)] for ch, n in enumerate(normalization)]
+    finest = float(min(spacing_2d[1:]))
+    small_mm = [round(max(SMALL_SHAPE_SIZE_MM[0], finest), 2), round(max(SMALL_SHAPE_SIZE_MM[1], 4 * finest), 2)]
     corruption = CorruptionPlan(shape_size_mm=size_mm, intensity_codebook=codebook,
-                                size_distribution=SIZE_DISTRIBUTION)
+                                size_distribution=SIZE_DISTRIBUTION, dag_small_shapes=SMALL_SHAPES,
+                                small_shape_size_mm=small_mm)
 
     severities = [round((k + 1) / (NUM_SEVERITIES + 1), 4) for k in range(NUM_SEVERITIES)]
     methods = MethodsPlan(cold_ensemble=ColdEnsemblePlan(severities=severities),

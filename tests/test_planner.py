@@ -14,6 +14,7 @@ from uadnet.planning.cost_model import (
     estimate_seconds_per_sample,
 )
 from uadnet.planning.hardware import HardwareInfo
+from uadnet.planning.plan_and_preprocess import summarize_plans
 from uadnet.planning.planner import (
     PERCENTILE_HIGH_MAPS_TO,
     fullres_target_spacing,
@@ -86,6 +87,7 @@ def test_isotropic_brain_gets_2d_and_3d_and_reference_corruption_sizes():
     assert plans.corruption.dag_small_shapes > 0 and plans.corruption.small_shape_size_mm == [2.0, 8.0]
     coarse = plan_experiment(fingerprint([[3.0, 3.0, 3.0]] * 10, [[60, 70, 60]] * 10), CPU)
     assert coarse.corruption.small_shape_size_mm == [3.0, 12.0]
+    assert "+ up to 6 spots of [3.0, 12.0] mm" in summarize_plans(coarse)  # what uadnet_plan_and_preprocess prints
     # CPU: a 2D slice larger than 128^2 keeps its native in-plane spacing (small lesions survive); the patch tiles it
     cfg2d = plans.configurations["2d"]
     assert cfg2d.spacing[1:] == [1.0, 1.0] and np.prod(cfg2d.patch_size) <= 128 * 128

@@ -161,7 +161,9 @@ def summarize_plans(plans: Plans) -> str:
                      f"{c.network.features_per_stage}, {c.training.iterations} iterations "
                      f"(~{c.training.estimated_seconds_per_iteration:.2f} s each{budget})")
     lines.append("  normalisation: " + ", ".join(f"{n.channel}→{n.scheme}" for n in plans.normalization))
-    lines.append(f"  corruption shapes {plans.corruption.shape_size_mm} mm, codebook sizes "
-                 f"{[len(c) for c in plans.corruption.intensity_codebook]}, ensemble severities "
+    cp = plans.corruption
+    spots = f" + up to {cp.dag_small_shapes} spots of {cp.small_shape_size_mm} mm" if cp.dag_small_shapes else ""
+    lines.append(f"  corruption shapes {cp.shape_size_mm} mm{spots}, codebook sizes "
+                 f"{[len(c) for c in cp.intensity_codebook]}, ensemble severities "
                  f"{plans.methods.cold_ensemble.severities}")
     return "\n".join(lines)

@@ -17,6 +17,7 @@ from uadnet.planning.hardware import HardwareInfo
 from uadnet.planning.plan_and_preprocess import summarize_plans
 from uadnet.planning.planner import (
     PERCENTILE_HIGH_MAPS_TO,
+    SMALL_VALIDATION_ANOMALIES,
     fullres_target_spacing,
     network_topology,
     plan_experiment,
@@ -88,6 +89,9 @@ def test_isotropic_brain_gets_2d_and_3d_and_reference_corruption_sizes():
     coarse = plan_experiment(fingerprint([[3.0, 3.0, 3.0]] * 10, [[60, 70, 60]] * 10), CPU)
     assert coarse.corruption.small_shape_size_mm == [3.0, 12.0]
     assert "+ up to 6 spots of [3.0, 12.0] mm" in summarize_plans(coarse)  # what uadnet_plan_and_preprocess prints
+    # validation's small anomalies have the spots' sizes
+    assert coarse.validation.small_anomalies > 0 and coarse.validation.small_size_mm == [3.0, 12.0]
+    assert f"{SMALL_VALIDATION_ANOMALIES} small anomalies of [3.0, 12.0] mm per case" in summarize_plans(coarse)
     # CPU: a 2D slice larger than 128^2 keeps its native in-plane spacing (small lesions survive); the patch tiles it
     cfg2d = plans.configurations["2d"]
     assert cfg2d.spacing[1:] == [1.0, 1.0] and np.prod(cfg2d.patch_size) <= 128 * 128

@@ -62,7 +62,7 @@ def test_validation_anomalies_follow_the_validation_size_law(uadnet_env):
     for name, maximum in (("tiny", 0.1), ("large", 0.6)):
         plans.validation.size_law = SizeLaw(minimum=0.05, maximum=maximum, distribution="log_uniform")
         cases = make_validation_set(pre / "Dataset001_3d_iso", plans, "2d", ids)
-        sizes[name] = np.mean([c.anomaly.sum() for c in cases])
+        sizes[name] = np.mean([(c.anomaly == 1).sum() for c in cases])
     assert 0 < sizes["tiny"] * 10 < sizes["large"]
     assert isinstance(ManyTasks.from_plans(plans, "validation").size_law, SizeLaw)
     again = make_validation_set(pre / "Dataset001_3d_iso", plans, "2d", ids)
@@ -105,3 +105,32 @@ def test_dag_reference_bias_classes_condition_on_the_applied_change():
         assert (out.image - bright).max() <= 0.05 + 1e-6
     with pytest.raises(ValueError, match="bias_classes"):
         DAG(bias_classes="all")
+
+
+def test_planned_validation_adds_small_anomalies_of_their_own_class(uadnet_env):
+    """The planner asks validation for small anomalies of the DAG spots' sizes; they are label 2, drawn from their
+    own stream (the other anomalies, label 1, are those of plans without them), sized in mm."""
+    from tests.synthetic import make_dataset
+    from uadnet.planning.hardware import HardwareInfo
+    from uadnet.planning.plan_and_preprocess import plan_and_preprocess_dataset
+    from uadnet.planning.planner import SMALL_VALIDATION_ANOMALIES
+    from uadnet.training.validation import make_validation_set
+
+    raw, pre, _ = uadnet_env
+    make_dataset(raw, 1, "3d_iso", n_cases=4)
+    plans = plan_and_preprocess_dataset(1, ["2d"], 1, HardwareInfo("cpu", False, 2, 8.0, 50.0),
+                                        disable_progress_bar=True, verbose=False)
+    vp = plans.validation
+    assert vp.small_anomalies == SMALL_VALIDATION_ANOMALIES > 0
+    assert vp.small_size_mm == plans.corruption.small_shape_size_mm
+    ids = ["case_000", "case_001", "case_002", "case_003"]
+    with_small = make_validation_set(pre / "Dataset001_3d_iso", plans, "2d", ids)
+    vp.small_anomalies = 0
+    without = make_validation_set(pre / "Dataset001_3d_iso", plans, "2d", ids)
+    for a, b in zip(with_small, without):
+        assert a.anomaly.dtype == np.uint8 and set(np.unique(b.anomaly)) <= {0, 1}
+        assert np.array_equal(a.anomaly == 1, b.anomaly == 1)
+        assert (a.anomaly == 2).any() and not (a.anomaly == 2)[~a.foreground].any()
+        assert not np.array_equal(a.corrupted, b.corrupted)
+    with pytest.raises(Exception, match="small_anomalies"):
+        Plans.from_dict({**plans.to_dict(), "validation": {**plans.validation.__dict__, "small_anomalies": -1}})

@@ -111,13 +111,25 @@ class ValidationPlan:
     """Validation, postprocessing choice and calibration: up to ``max_cases`` of a fold's held-out healthy cases,
     each also with synthetic anomalies of the corruption family ``corruption`` (default the "many tasks" fold of
     ``tasks``, which no method trains on), drawn once with ``seed``. ``size_law``: the sizes of "many tasks"
-    anomalies (null: ``corruption.relative_size_law``, the training law)."""
+    anomalies (null: ``corruption.relative_size_law``, the training law). ``small_anomalies``: each case also gets
+    this many small ones (fractal intensity changes when ``tasks`` has them) sized log-uniformly in ``small_size_mm``
+    (per axis, mm) where the others are not; validation's choices then weigh the small ones as much as the others
+    (the mean of the two classes' AP, :func:`uadnet.scoring.average_precision.class_balanced_ap`); 0: none (plans
+    written before them), every anomaly one class."""
 
     corruption: str = "many_tasks_validation"
     tasks: list[str] = field(default_factory=lambda: ["fractal_intensity", "foreign_patch"])
     max_cases: int = 8
     size_law: SizeLaw | None = None
     seed: int = 0
+    small_anomalies: int = 0
+    small_size_mm: list[float] = field(default_factory=lambda: [2.0, 8.0])
+
+    def __post_init__(self) -> None:
+        if self.small_anomalies < 0 or len(self.small_size_mm) != 2 or \
+                not 0 < self.small_size_mm[0] <= self.small_size_mm[1]:
+            raise PlansError(f"'validation.small_anomalies' must be >= 0 and 'validation.small_size_mm' [lo, hi] mm "
+                             f"with 0 < lo <= hi; got {self.small_anomalies} and {self.small_size_mm}")
 
 
 @dataclass

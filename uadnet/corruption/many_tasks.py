@@ -23,6 +23,7 @@ all randomness comes from the passed generator; changes are confined to the fore
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -127,6 +128,9 @@ def random_deformed_shape(rng: np.random.Generator, spatial_shape: Sequence[int]
 
 
 # ------------------------------------------------------------------------------------------------------ tasks
+FRACTAL_INTENSITY_SCALE = 0.05  # on [0, 1] images: the reference's 0.2 on z-scored ones
+
+
 @dataclass
 class Site:
     """Where one anomaly goes: a crop of the sample (bounding box plus a one-voxel ring, clipped to the image)."""
@@ -264,7 +268,7 @@ def fractal_noise(rng: np.random.Generator, shape: Sequence[int], octaves: int =
 
 
 def fractal_intensity_task(crop: np.ndarray, site: Site, rng: np.random.Generator,
-                           intensity_scale: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+                           intensity_scale: float = FRACTAL_INTENSITY_SCALE) -> tuple[np.ndarray, np.ndarray]:
     """Add ``±(scale/2 + Γ(3, scale))·ramp·clip(1 + 0.5·fractal, 0, 2)`` per channel; ``ramp`` rises from 0 at the
     shape's edge to 1 over ``min(d)·(0.02 + Γ(3, 0.01))`` voxels and is also the soft mask. ``intensity_scale``
     0.05 on [0, 1] images stands in for the reference's 0.2 on z-scored images."""
@@ -298,7 +302,9 @@ class ManyTasks:
     With probability ``clean_fraction`` the sample is returned unchanged (severity 0). Otherwise 1 to
     ``max_anomalies`` anomalies are placed (after each, stop with probability 1/2, as in the reference), each
     centred on a random foreground voxel, with a task drawn uniformly from ``tasks``. Changes and mask are confined
-    to the foreground; the mask is the voxel-wise maximum of the tasks' soft masks.
+    to the foreground; the mask is the voxel-wise maximum of the tasks' soft masks. ``size_mm`` ``[lo, hi]``
+    replaces the relative ``size_law`` by sizes log-uniform in ``[lo, hi]`` mm per axis, and ``intensity_scale`` the
+    fractal intensity task's amplitude scale (validation's small anomalies, which are conspicuous or invisible).
 
     Severity: the mask-weighted mean absolute intensity change (channel mean), ``Σ m·|x_c - x| / Σ m``, clipped to
     [0, 1] (intensities are in [0, 1], so this is the average depth of the anomaly; 0 iff nothing changed).
@@ -308,11 +314,15 @@ class ManyTasks:
     size_law: SizeLaw = field(default_factory=SizeLaw)
     max_anomalies: int = 4
     clean_fraction: float = 0.2
+    size_mm: Sequence[float] | None = None
+    intensity_scale: float = FRACTAL_INTENSITY_SCALE
 
     def __post_init__(self) -> None:
         unknown = [t for t in self.tasks if t not in TASKS]
         if unknown or not self.tasks:
             raise ValueError(f"unknown or no many-tasks task(s) {unknown or self.tasks}; choose from {sorted(TASKS)}")
+        if self.size_mm is not None and not (len(self.size_mm) == 2 and 0 < self.size_mm[0] <= self.size_mm[1]):
+            raise ValueError(f"size_mm must be [lo, hi] with 0 < lo <= hi (mm), got {list(self.size_mm)}")
 
     @classmethod
     def from_plans(cls, plans: Plans, split: str = "train") -> ManyTasks:
@@ -328,7 +338,8 @@ class ManyTasks:
                  spacing: Sequence[float] = (1.0, 1.0, 1.0), foreign: np.ndarray | None = None,
                  foreign_foreground: np.ndarray | None = None) -> Corrupted:
         """Corrupt ``image`` (c, z, y, x) in [0, 1]; ``foreign`` (c, z', y', x') is another image of the dataset for
-        the patch tasks (default: the image flipped along a random axis); ``spacing`` is unused (relative law)."""
+        the patch tasks (default: the image flipped along a random axis); ``spacing`` (z, y, x) mm is used only with
+        ``size_mm`` (the relative law needs none)."""
         if rng.random() < self.clean_fraction or not foreground.any():
             return unchanged(image)
         two_d = image.shape[1] == 1
@@ -344,9 +355,13 @@ class ManyTasks:
         mask = np.zeros(fg.shape, np.float32)
         fg_flat = np.flatnonzero(fg)
         extent = [b.stop - b.start for b in mask_bbox(fg)]  # the size law's d: the foreground's extent per axis
+        law = self.size_law
+        if self.size_mm is not None:  # d = voxels per mm: sizes of [lo, hi] mm
+            extent = [1.0 / float(v) for v in (list(spacing)[1:] if two_d else list(spacing))]
+            law = SizeLaw(minimum=float(self.size_mm[0]), maximum=float(self.size_mm[1]), distribution="log_uniform")
         for _ in range(self.max_anomalies):
             centre = np.array(np.unravel_index(fg_flat[rng.integers(fg_flat.size)], fg.shape), float)
-            shape = random_deformed_shape(rng, extent, centre, self.size_law)
+            shape = random_deformed_shape(rng, extent, centre, law)
             half = shape.half_extent()
             lo = np.maximum(np.floor(centre - half).astype(int) - 1, 0)
             hi = np.minimum(np.ceil(centre + half).astype(int) + 2, fg.shape)
@@ -356,7 +371,10 @@ class ManyTasks:
             inside = (local.gauge(grid) <= 1).reshape(tuple(hi - lo))
             fg_box = fg[box]
             if (inside & fg_box).any():
-                task = TASKS[self.tasks[int(rng.integers(len(self.tasks)))]]
+                name = self.tasks[int(rng.integers(len(self.tasks)))]
+                task = TASKS[name]
+                if name == "fractal_intensity" and self.intensity_scale != FRACTAL_INTENSITY_SCALE:
+                    task = functools.partial(fractal_intensity_task, intensity_scale=self.intensity_scale)
                 crop = x[(slice(None), *box)]
                 new, soft = task(crop, Site(lo.astype(float), local, inside, src, src_fg, fg.shape), rng)
                 x[(slice(None), *box)] = np.where(fg_box, new, crop)

@@ -5,7 +5,8 @@ Each candidate is scored fold by fold, each fold's network on that fold's valida
 up to ``validation.max_cases``, made by :func:`uadnet.training.validation.make_validation_set`), through the
 fold's residual normalisation and postprocessing: the maps ``uadnet_predict`` would make, on the preprocessed grid
 (:mod:`uadnet.inference.validation_maps`).
-Metrics, pooled over the folds: voxel AP on the cases with anomalies (foreground voxels) and the false-positive
+Metrics, pooled over the folds: voxel AP on the cases with anomalies (foreground voxels; with small validation
+anomalies the mean of the two classes' APs, as training validates) and the false-positive
 rate on their healthy versions at the fold's voxel threshold calibrated at ``FPR``. A pair ensemble averages the
 members' maps each divided by its own threshold (:func:`uadnet.inference.ensemble.rescaled_mean`, as
 ``uadnet_ensemble`` does) with threshold 1. Only candidates validated on the same grid (same plans and
@@ -34,7 +35,7 @@ from uadnet.inference.predictor import PredictionSettings, Predictor
 from uadnet.inference.validation_maps import fold_maps, held_out_novelty, validation_ids
 from uadnet.methods import build_method
 from uadnet.plans import PLANS_FILE, Plans, ValidationPlan
-from uadnet.scoring.average_precision import pooled_ap
+from uadnet.scoring.average_precision import class_balanced_ap
 from uadnet.scoring.calibration import CALIBRATION_FILE
 from uadnet.training.validation import make_validation_set
 from uadnet.utilities import checkpoints as ckpt
@@ -221,7 +222,7 @@ def find_best_configuration(dataset: str | int, plans_name: str | None = None, m
     by_name = {c.name: c for c in usable}
     ranking = []
     for key, tally in tallies.items():
-        ap = pooled_ap(tally.scores, tally.labels)
+        ap = class_balanced_ap(tally.scores, tally.labels)
         ranking.append({"name": " + ".join(key), "members": list(key), "ap": ap,
                         "fpr": tally.above / max(tally.total, 1), "num_cases": len(tally.labels),
                         **commands(name, [by_name[n] for n in key], folds)})

@@ -166,4 +166,8 @@ def summarize_plans(plans: Plans) -> str:
     lines.append(f"  corruption shapes {cp.shape_size_mm} mm{spots}, codebook sizes "
                  f"{[len(c) for c in cp.intensity_codebook]}, ensemble severities "
                  f"{plans.methods.cold_ensemble.severities}")
+    vp = plans.validation
+    if vp.small_anomalies:
+        lines.append(f"  validation: {vp.corruption} + {vp.small_anomalies} small anomalies of {vp.small_size_mm} mm "
+                     f"per case, weighed as much as the others")
     return "\n".join(lines)

@@ -54,6 +54,7 @@ from uadnet.plans import (
     Plans,
     SynomalyPlan,
     TrainingPlan,
+    ValidationPlan,
 )
 from uadnet.preprocessing.normalization import normalization_scheme_for
 
@@ -70,6 +71,10 @@ SIZE_DISTRIBUTION = "uniform"
 # unsmoothed maps 0.031 against 0.0004; up to 12 spots: 0.226; documentation/benchmarks.md).
 SMALL_SHAPES = 6
 SMALL_SHAPE_SIZE_MM = (2.0, 8.0)
+# Validation adds this many anomalies of the same small sizes to each case and weighs them as much as its large ones
+# in its choices (postprocessing, checkpoint), so a choice that erases small lesions is no longer free
+# (documentation/benchmarks.md, session 15).
+SMALL_VALIDATION_ANOMALIES = 4
 MIN_FEATURE_SIZE = 4
 MIN_PATCH_EDGE = 32  # voxels; patches are not shrunk below this (or the image) to meet a target
 NUM_SEVERITIES = 4
@@ -361,6 +366,7 @@ def plan_experiment(fingerprint: dict[str, Any], hardware: HardwareInfo | None =
         configurations=configurations,
         default_configuration="2d",
         corruption=corruption,
+        validation=ValidationPlan(small_anomalies=SMALL_VALIDATION_ANOMALIES, small_size_mm=small_mm),
         methods=methods,
         compute=compute,
     )

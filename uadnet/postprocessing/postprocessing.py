@@ -8,7 +8,7 @@ configurations); median smoothing (size in voxels, in-plane only for 2D); remova
 intensity-novelty term, on the foreground (:mod:`uadnet.postprocessing.intensity_novelty`; needs the preprocessed
 image), last so that no smoothing erases the small spots it finds. Which steps are
 used is decided greedily on validation maps with synthetic anomalies: each candidate is kept only if it raises
-the pooled average precision (:func:`decide_postprocessing`), and the result is stored as ``postprocessing.json``.
+the validation average precision (:func:`decide_postprocessing`), and the result is stored as ``postprocessing.json``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from skimage.measure import label
 
 from uadnet.postprocessing.intensity_novelty import IntensityNovelty
 from uadnet.postprocessing.residual_normalisation import ResidualNormalisation
-from uadnet.scoring.average_precision import pooled_ap
+from uadnet.scoring.average_precision import class_balanced_ap
 
 POSTPROCESSING_FILE = "postprocessing.json"  # in each fold folder
 MIN_GAIN = 0.001  # absolute AP a step must add to be kept
@@ -111,8 +111,9 @@ def decide_postprocessing(scores: Sequence[np.ndarray], labels: Sequence[np.ndar
                           novelty: IntensityNovelty | None = None,
                           novelty_units: Sequence[np.ndarray] | None = None,
                           ) -> tuple[Postprocessing, list[dict]]:
-    """Greedy choice on validation maps: start from nothing, try each candidate step and keep it if the pooled
-    AP rises by at least ``MIN_GAIN``. ``spacings``: (z, y, x) mm per case. Component removal needs a threshold:
+    """Greedy choice on validation maps: start from nothing, try each candidate step and keep it if the AP rises by
+    at least ``MIN_GAIN`` (pooled; with several anomaly classes in ``labels`` (values ≥ 1) the mean of their APs,
+    :func:`uadnet.scoring.average_precision.class_balanced_ap`). ``spacings``: (z, y, x) mm per case. Component removal needs a threshold:
     ``component_threshold``, or
     ``calibrate_threshold(pp)`` (called with the steps chosen so far, e.g. the healthy 1 % FPR threshold).
     With a fitted ``novelty`` and each case's term at weight 1 (``novelty_units``), the intensity-novelty weights
@@ -123,7 +124,7 @@ def decide_postprocessing(scores: Sequence[np.ndarray], labels: Sequence[np.ndar
     def ap_of(pp: Postprocessing) -> float:
         done = [apply_postprocessing(s, f, sp, pp, in_plane_only, novelty_unit=u)
                 for s, f, sp, u in zip(scores, foregrounds, spacings, units)]
-        return pooled_ap(done, labels) or 0.0
+        return class_balanced_ap(done, labels) or 0.0
 
     pp = Postprocessing()
     best = ap_of(pp)

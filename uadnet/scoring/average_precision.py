@@ -1,5 +1,5 @@
 """Pooled voxel-wise average precision: the one definition used by validation, the postprocessing choice and
-``uadnet_evaluate``."""
+``uadnet_evaluate``; and its mean over anomaly classes, the criterion of validation's choices."""
 
 from __future__ import annotations
 
@@ -16,3 +16,23 @@ def pooled_ap(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> flo
     if not y.any():
         return None
     return float(average_precision_score(y, np.concatenate([np.asarray(s, np.float32).ravel() for s in scores])))
+
+
+def class_aps(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> dict[int, float]:
+    """Per anomaly class present (label values ≥ 1; 0 is healthy; boolean labels: class 1), the pooled AP of that
+    class's voxels against the healthy ones, the other classes' voxels left out."""
+    y = np.concatenate([np.asarray(lab).ravel() for lab in labels]).astype(np.int64)
+    s = np.concatenate([np.asarray(v, np.float32).ravel() for v in scores])
+    out = {}
+    for c in (int(c) for c in np.unique(y) if c != 0):
+        keep = (y == 0) | (y == c)
+        out[c] = float(average_precision_score(y[keep] == c, s[keep]))
+    return out
+
+
+def class_balanced_ap(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> float | None:
+    """Mean of :func:`class_aps`: each anomaly class counts as much however many voxels it has (validation's small
+    anomalies as much as its large ones); with one class (or boolean labels) the pooled AP. ``None`` without any
+    anomalous voxel."""
+    aps = class_aps(scores, labels)
+    return float(np.mean(list(aps.values()))) if aps else None

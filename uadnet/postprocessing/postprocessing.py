@@ -113,9 +113,9 @@ def decide_postprocessing(scores: Sequence[np.ndarray], labels: Sequence[np.ndar
                           ) -> tuple[Postprocessing, list[dict]]:
     """Greedy choice on validation maps: start from nothing, try each candidate step and keep it if the AP rises by
     at least ``MIN_GAIN`` (pooled; with several anomaly classes in ``labels`` (values ≥ 1) the mean of their APs,
-    :func:`uadnet.scoring.average_precision.class_balanced_ap`). ``spacings``: (z, y, x) mm per case. Component removal needs a threshold:
-    ``component_threshold``, or
-    ``calibrate_threshold(pp)`` (called with the steps chosen so far, e.g. the healthy 1 % FPR threshold).
+    :func:`uadnet.scoring.average_precision.class_balanced_ap`). ``spacings``: (z, y, x) mm per case. Component
+    removal needs a threshold: ``component_threshold``, or ``calibrate_threshold(pp)`` (called with the steps chosen
+    so far, e.g. the healthy 1 % FPR threshold).
     With a fitted ``novelty`` and each case's term at weight 1 (``novelty_units``), the intensity-novelty weights
     ``NOVELTY_WEIGHTS`` are tried last (the term is added after the other steps). Returns the choice and a log of
     every trial (JSON-ready)."""

@@ -152,10 +152,10 @@ def _decide(healthy: list[np.ndarray], anomalous: list[np.ndarray], cases: Seque
 
     pp, trials = decide_postprocessing(anomalous, labels, fgs, spacings, in_plane, calibrate_threshold=threshold,
                                        novelty=novelty, novelty_units=units["anomalous"])
-    done = processed(anomalous, pp, "anomalous")
-    after = class_balanced_ap(done, labels) or 0.0
+    per_class = class_aps(processed(anomalous, pp, "anomalous"), labels)
+    after = float(np.mean(list(per_class.values()))) if per_class else 0.0  # class_balanced_ap, not computed twice
     return (replace(pp, residual_normalisation=normalisation), trials, after, processed(healthy, pp, "healthy"),
-            class_aps(done, labels))
+            per_class)
 
 
 def postprocess_and_calibrate(scorer: Scorer, cases: Sequence[ValidationCase], cfg: ConfigurationPlan,

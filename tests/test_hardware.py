@@ -20,6 +20,17 @@ def test_grid_rounds_down_to_powers_of_the_step():
     assert hw.matching_step([100.0, 100.0 * hw.GFLOPS_GRID]) and not hw.matching_step([100.0, 130.0])
 
 
+def test_grid_values_are_stable_and_neighbours_match():
+    """Grid values carry 3 digits (2**7.25 = 152.2 is stored as 152): rounding them again keeps them, and two
+    neighbouring grid values are one step apart (a CI run once failed on [152, 181] being called two steps)."""
+    for k in range(-8, 60):
+        value = hw.on_grid(hw.GFLOPS_GRID ** k)
+        assert hw.on_grid(value) == value
+        assert hw.matching_step([value, hw.on_grid(hw.GFLOPS_GRID ** (k + 1))])
+        assert not hw.matching_step([value, hw.on_grid(hw.GFLOPS_GRID ** (k + 2))])
+    assert hw.matching_step([152.0, 181.0, 152.0]) and not hw.matching_step([128.0, 181.0])
+
+
 def test_best_of_bursts_takes_the_fastest_burst():
     rates = iter([10.0, 50.0, 20.0, 40.0, 30.0])
     assert hw.best_of_bursts(lambda: next(rates), 5) == (50.0, 30.0)

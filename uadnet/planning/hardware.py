@@ -31,6 +31,7 @@ from uadnet.utilities.file_io import load_json, save_json
 
 PROFILE_FILE = "hardware_profile.json"
 GFLOPS_GRID = 2 ** 0.25  # measured speeds are rounded down to powers of this (≈ 19 % steps)
+GRID_TOLERANCE = 0.05  # in grid steps (≈ 0.9 %): covers the 3-digit rounding of grid values
 BURSTS = 25  # timed bursts; the best counts
 BURST_SECONDS = 0.02
 BUSY_SPREAD = 0.6  # median burst slower than this fraction of the best: the machine was busy
@@ -126,10 +127,11 @@ def machine_identity(device: str) -> dict[str, Any]:
 
 
 def on_grid(gflops: float) -> float:
-    """``gflops`` rounded down to the nearest power of ``GFLOPS_GRID`` (3 significant digits)."""
+    """``gflops`` rounded down to the nearest power of ``GFLOPS_GRID`` (3 significant digits). Idempotent: a value
+    already on the grid (rounded to 3 digits, up to 0.5 % below the power) stays where it is."""
     if gflops <= 0:
         return 0.0
-    k = math.floor(math.log(gflops, GFLOPS_GRID) + 1e-9)
+    k = math.floor(math.log(gflops, GFLOPS_GRID) + GRID_TOLERANCE)
     return float(f"{GFLOPS_GRID ** k:.3g}")
 
 
@@ -330,5 +332,6 @@ def resolve_hardware(device: str | None, profile: str | os.PathLike | None, cach
 
 
 def matching_step(values: Sequence[float]) -> bool:
-    """True when all ``values`` lie within one ``GFLOPS_GRID`` step of each other (benchmarks, tests)."""
-    return max(values) <= GFLOPS_GRID * min(values) + 1e-9
+    """True when all ``values`` lie within one ``GFLOPS_GRID`` step of each other (benchmarks, tests). Grid values
+    carry 3 digits (181 and 152 are neighbours although 181 / 152 is a little above the step)."""
+    return math.log(max(values) / min(values), GFLOPS_GRID) <= 1 + GRID_TOLERANCE

@@ -12,7 +12,8 @@ The development datasets (``uadnet_make_demo_dataset --variant dev_brain|dev_pho
 tuned on. Every variant is planned for the same hardware profile (default: ``profiles/avx2_2core.json``, the
 2-core AVX2-only fp32 machine whose 20-minute budget plans ~1000 iterations), then edited with ``--set
 dotted.key=JSON`` into its own plans file ``uadnet_plans_<variant>.json``. Training runs the planned iterations
-(``--precision bf16`` by default, only to save time here: the budget in samples is the AVX2 machine's), fold 0;
+(``--precision bf16`` by default where the CPU has bf16 units, only to save time: the budget in samples is the
+AVX2 machine's), fold 0;
 then prediction of the development test set with that fold, ``uadnet_evaluate --groups dataset.json``. One
 JSON record per run under ``ROOT/records/``; ``--table`` collects them (with the loss each row's weights were
 trained with, and the training seed of repeats).
@@ -334,7 +335,9 @@ def main() -> None:
     p.add_argument("--variant", default="base")
     p.add_argument("--set", dest="edits", action="append", default=[], metavar="KEY=JSON")
     p.add_argument("--iterations", type=int, default=None, help="default: the plans' (AVX2 budget)")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="bf16")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default=None,
+                   help="default: bf16 where the CPU has bf16 units (avx512_bf16, amx_bf16), else fp32 (bf16 is "
+                        "emulated there, ~15x slower)")
     p.add_argument("--baseline", choices=["intensity", "zscore"], default=None)
     p.add_argument("--method", default="cold_ensemble", help="method to train (default cold_ensemble)")
     p.add_argument("--seed", type=int, default=0, help="training seed (repeats of a row measure the training noise)")
@@ -349,6 +352,10 @@ def main() -> None:
     p.add_argument("--title", default="Development runs", help="with --write: the block's heading")
     args = p.parse_args()
     use_root(args.root)
+    if args.precision is None:
+        from uadnet.planning.hardware import _cpu_flags
+
+        args.precision = "bf16" if _cpu_flags() & {"avx512_bf16", "amx_bf16"} else "fp32"
     if not args.table:
         rec = run(args.root, args.dataset, args.variant, args.edits, args.iterations, args.precision,
                   args.baseline, args.force, args.reuse_training_of, args.method, args.seed)

@@ -22,7 +22,7 @@ from skimage.measure import label
 
 from uadnet.postprocessing.intensity_novelty import IntensityNovelty
 from uadnet.postprocessing.residual_normalisation import ResidualNormalisation
-from uadnet.scoring.average_precision import class_balanced_ap
+from uadnet.scoring.average_precision import class_aps
 
 POSTPROCESSING_FILE = "postprocessing.json"  # in each fold folder
 MIN_GAIN = 0.001  # absolute AP a step must add to be kept
@@ -108,37 +108,44 @@ def decide_postprocessing(scores: Sequence[np.ndarray], labels: Sequence[np.ndar
                           in_plane_only: bool = False,
                           component_threshold: float | None = None,
                           calibrate_threshold: Callable[[Postprocessing], float] | None = None,
-                          novelty: IntensityNovelty | None = None,
-                          novelty_units: Sequence[np.ndarray] | None = None,
+                          novelties: Sequence[tuple[IntensityNovelty, Sequence[np.ndarray]]] = (),
                           ) -> tuple[Postprocessing, list[dict]]:
     """Greedy choice on validation maps: start from nothing, try each candidate step and keep it if the AP rises by
     at least ``MIN_GAIN`` (pooled; with several anomaly classes in ``labels`` (values ≥ 1) the mean of their APs,
     :func:`uadnet.scoring.average_precision.class_balanced_ap`). ``spacings``: (z, y, x) mm per case. Component
     removal needs a threshold: ``component_threshold``, or ``calibrate_threshold(pp)`` (called with the steps chosen
-    so far, e.g. the healthy 1 % FPR threshold).
-    With a fitted ``novelty`` and each case's term at weight 1 (``novelty_units``), the intensity-novelty weights
-    ``NOVELTY_WEIGHTS`` are tried last (the term is added after the other steps). Returns the choice and a log of
-    every trial (JSON-ready)."""
-    units = list(novelty_units) if novelty_units is not None else [None] * len(scores)
+    so far, e.g. the healthy 1 % FPR threshold). Each trial logs the balanced AP and each class's (keys: label values).
+    ``novelties``: fitted novelty terms (intensity, context; one per ``kind``), each with every case's term at
+    weight 1; each at the weights ``NOVELTY_WEIGHTS`` is tried right after the foreground mask, and once more (with
+    none) after the other steps: the term is added after them, so the small spots it finds survive smoothing that
+    the large anomalies gain from. Returns the choice and a log of every trial (JSON-ready)."""
+    units = {novelty.kind: list(u) for novelty, u in novelties}
+    if len(units) != len(novelties):
+        raise ValueError("decide_postprocessing: one novelty term per kind")
 
-    def ap_of(pp: Postprocessing) -> float:
+    def ap_of(pp: Postprocessing) -> tuple[float, dict[str, float]]:
+        unit = units[pp.intensity_novelty.kind] if pp.intensity_novelty is not None else [None] * len(scores)
         done = [apply_postprocessing(s, f, sp, pp, in_plane_only, novelty_unit=u)
-                for s, f, sp, u in zip(scores, foregrounds, spacings, units)]
-        return class_balanced_ap(done, labels) or 0.0
+                for s, f, sp, u in zip(scores, foregrounds, spacings, unit)]
+        per_class = {str(k): v for k, v in class_aps(done, labels).items()}
+        return (float(np.mean(list(per_class.values()))) if per_class else 0.0), per_class
 
     pp = Postprocessing()
-    best = ap_of(pp)
-    trials = [{"step": "none", "ap": best, "kept": True}]
+    best, per_class = ap_of(pp)
+    trials = [{"step": "none", "ap": best, "ap_per_class": per_class, "kept": True}]
 
     def trial(name: str, candidate: Postprocessing) -> None:
         nonlocal pp, best
-        ap = ap_of(candidate)
+        ap, per_class = ap_of(candidate)
         kept = ap >= best + MIN_GAIN
-        trials.append({"step": name, "ap": ap, "kept": kept})
+        trials.append({"step": name, "ap": ap, "ap_per_class": per_class, "kept": kept})
         if kept:
             pp, best = candidate, ap
 
     trial("foreground_mask", replace(pp, foreground_mask=True))
+    options = [novelty.with_weight(w) for novelty, _ in novelties for w in NOVELTY_WEIGHTS]
+    for option in options:  # first: once a novelty term finds the small spots, smoothing need not keep them
+        trial(f"{option.kind}_{option.weight:g}", replace(pp, intensity_novelty=option))
     spacing = np.median(np.asarray(spacings, float), axis=0)
     min_spacing = float(min(spacing[1:] if in_plane_only else spacing))
     for factor in (1.0, 2.0):
@@ -146,15 +153,18 @@ def decide_postprocessing(scores: Sequence[np.ndarray], labels: Sequence[np.ndar
             trial(f"gaussian_sigma_{factor:g}_voxel", replace(pp, gaussian_sigma_mm=factor * min_spacing))
     trial("median_3", replace(pp, median_size_voxels=3))
     threshold = component_threshold
-    if threshold is None and calibrate_threshold is not None:
-        threshold = calibrate_threshold(pp)
+    if threshold is None and calibrate_threshold is not None:  # components are removed before the novelty term
+        threshold = calibrate_threshold(replace(pp, intensity_novelty=None))
     if threshold is not None:
         voxel_mm3 = float(np.prod(spacing))
         for voxels in (10, 50):
             if pp.min_component_mm3 is None:
                 trial(f"remove_components_below_{voxels}_voxels",
                       replace(pp, min_component_mm3=voxels * voxel_mm3, component_threshold=float(threshold)))
-    if novelty is not None and novelty_units is not None:
-        for weight in NOVELTY_WEIGHTS:
-            trial(f"intensity_novelty_{weight:g}", replace(pp, intensity_novelty=novelty.with_weight(weight)))
+    if options:  # the term again, after the smoothing
+        chosen = pp.intensity_novelty
+        for option in [None, *options]:
+            if option != chosen:
+                trial("then_no_novelty" if option is None else f"then_{option.kind}_{option.weight:g}",
+                      replace(pp, intensity_novelty=option))
     return pp, trials

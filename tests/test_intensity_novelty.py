@@ -9,12 +9,7 @@ import numpy as np
 import pytest
 
 from uadnet.postprocessing import Postprocessing, apply_postprocessing, decide_postprocessing
-from uadnet.postprocessing.intensity_novelty import (
-    IntensityNovelty,
-    context_size,
-    fit_intensity_novelty,
-    leave_one_out,
-)
+from uadnet.postprocessing.intensity_novelty import IntensityNovelty, fit_intensity_novelty, leave_one_out
 
 
 def _healthy(seed: int, channels: int = 1, shape: tuple[int, int, int] = (1, 40, 40)) -> np.ndarray:
@@ -27,19 +22,11 @@ def _healthy(seed: int, channels: int = 1, shape: tuple[int, int, int] = (1, 40,
     return image
 
 
-def _two_halves(seed: int) -> np.ndarray:
-    """One channel, all tissue: 0.3 on the left, 0.6 on the right, with noise; every neighbourhood median is its
-    voxel's own tissue, so (0.6 with a median of 0.3) never occurs."""
-    image = np.full((1, 1, 40, 40), 0.3, np.float32)
-    image[..., 20:] = 0.6
-    return image + np.random.default_rng(seed).normal(0, 0.02, image.shape).astype(np.float32)
-
-
-def _fit(channels: int = 1, n: int = 4, context: tuple[int, int, int] | None = None, halves: bool = False):
-    images = [_two_halves(i) if halves else _healthy(i, channels) for i in range(n)]
+def _fit(channels: int = 1, n: int = 4):
+    images = [_healthy(i, channels) for i in range(n)]
     fgs = [im[0] > 0.1 for im in images]
     maps = [np.where(f, 1.0, 0.0).astype(np.float32) for f in fgs]
-    fitted = fit_intensity_novelty(images, fgs, maps, 0.99, context)
+    fitted = fit_intensity_novelty(images, fgs, maps, 0.99)
     assert fitted is not None
     return images, fgs, fitted
 
@@ -83,61 +70,32 @@ def test_colour_joint_histogram_and_its_limits():
 
 
 def test_validation_choice_keeps_it_only_where_it_finds_anomalies():
-    """A restorer blind to small spots (its map is flat noise): the validation choice adds the intensity term when
-    the validation anomalies are brighter than anything healthy; when they have the other tissue's intensity, the
-    intensity term gains nothing and the context term (the pair intensity / neighbourhood is rare) is chosen."""
-    plain = _fit(halves=True)
-    images, fgs, context = _fit(context=(1, 9, 9), halves=True)
+    """A restorer blind to small bright spots (its map is flat noise): the validation choice adds the term when the
+    validation anomalies are such spots, and leaves it out when they are only in-range changes."""
+    images, fgs, (novelty, loo) = _fit()
     rng = np.random.default_rng(5)
     maps = [np.where(f, rng.uniform(0, 1, f.shape), 0).astype(np.float32) for f in fgs]
 
-    def choose(value: float, fits):
-        labels, cases = [], []
-        for im, f in zip(images, fgs):
+    def choose(value: float):
+        labels, units = [], []
+        for n, im, f in zip(loo, images, fgs):
             case, label = im.copy(), np.zeros(f.shape, bool)
-            label[0, 15:18, 8:11] = True  # inside the dark tissue
+            label[0, 8:11, 8:11] = True
             case[0][label] = value
             labels.append(label)
-            cases.append(case)
-        novelties = [(novelty, [n.term(c) for n, c in zip(loo, cases)]) for _, _, (novelty, loo) in fits]
-        return decide_postprocessing(maps, labels, fgs, [(1.0, 1.0, 1.0)] * 4, True, component_threshold=0.99,
-                                     novelties=novelties)
+            units.append(n.term(case))
+        pp, trials = decide_postprocessing(maps, labels, fgs, [(1.0, 1.0, 1.0)] * 4, True,
+                                           component_threshold=0.99, novelty=novelty, novelty_units=units)
+        return pp, trials
 
-    pp, trials = choose(0.95, [plain])
+    pp, trials = choose(0.95)
     assert pp.intensity_novelty is not None and pp.intensity_novelty.weight in (1.0, 2.0, 4.0)
     steps = [t["step"] for t in trials]
     assert steps[1:5] == ["foreground_mask", "intensity_novelty_1", "intensity_novelty_2", "intensity_novelty_4"]
     assert "then_no_novelty" in steps  # tried again after the smoothing, with "none" among the options
     assert all(set(t["ap_per_class"]) == {"1"} and t["ap"] == t["ap_per_class"]["1"] for t in trials)  # one class
-    pp, _ = choose(0.6, [plain])  # the spot has the other tissue's intensity: nothing to gain
+    pp, _ = choose(0.6)  # the spot has the other tissue's intensity: nothing to gain
     assert pp.intensity_novelty is None
-    pp, trials = choose(0.6, [plain, (images, fgs, context)])
-    assert pp.intensity_novelty is not None and pp.intensity_novelty.kind == "context_novelty"
-    assert "context_novelty_4" in [t["step"] for t in trials]
-    with pytest.raises(ValueError, match="one novelty term per kind"):
-        choose(0.6, [plain, plain])
-
-
-def test_context_novelty_finds_in_range_spots_out_of_their_context():
-    """A 3 × 3 spot of the bright tissue's intensity inside the dark tissue: as an intensity it is common (no
-    intensity-novelty term), as a pair (intensity, neighbourhood median) it was never seen; the bright tissue itself
-    scores nothing. Sizes: ``CONTEXT_MM`` wide, odd, at least 3, in-plane for 2D."""
-    assert context_size((2.0, 2.0, 2.0), True) == (1, 9, 9)
-    assert context_size((1.0, 0.5, 4.0), False) == (17, 33, 5) and context_size((999.0, 30.0, 30.0), True) == (1, 3, 3)
-    _, _, (plain, _) = _fit(halves=True)
-    images, fgs, (context, loo) = _fit(context=(1, 9, 9), halves=True)
-    assert context.kind == "context_novelty" and context.context == (1, 9, 9) and len(context.lows) == 2
-    case = images[0].copy()
-    case[0, 0, 15:18, 10:13] = 0.6
-    intensity_term, context_term = plain.with_weight(1).term(case), context.with_weight(1).term(case)
-    assert intensity_term[0, 15:18, 10:13].max() == 0 and context_term[0, 15:18, 10:13].min() > 0
-    assert context_term[0, 10:30, 25:35].max() == 0  # the bright tissue itself: common
-    again = IntensityNovelty.from_dict(json.loads(json.dumps(context.to_dict())))
-    assert again == context and np.array_equal(again.term(case), context.term(case))
-    assert leave_one_out(context, images, fgs) == loo
-    with pytest.raises(ValueError, match="fitted on 1 channel"):
-        context.novelty(np.concatenate([case, case]))
-    assert fit_intensity_novelty([np.concatenate([im, im]) for im in images], fgs, fgs, 0.99, (1, 9, 9)) is None
 
 
 def test_round_trip_through_json_and_the_chain():

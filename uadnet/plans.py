@@ -138,8 +138,7 @@ class InferencePlan:
     ``residual_normalisation_quantile``: after training, maps are divided by this quantile of the healthy validation
     scores of tissue alike in restored intensity and gradient (:mod:`uadnet.postprocessing.residual_normalisation`);
     null turns it off. ``intensity_novelty``: offer the validation choice a term for intensities (colours) rare among
-    healthy voxels, and for single-channel images one for intensities rare in their neighbourhood's context
-    (:mod:`uadnet.postprocessing.intensity_novelty`); false never adds either. ``coarse_step_size``:
+    healthy voxels (:mod:`uadnet.postprocessing.intensity_novelty`); false never adds it. ``coarse_step_size``:
     if set (e.g. 1.0), after training validation also scores with this (faster) step where it places other tiles, and
     prediction uses it unless it loses validation AP (:func:`uadnet.training.validation.choose_step_and_calibrate`).
     ``case_score``: how a map becomes a case score (:func:`uadnet.scoring.calibration.case_score`), for the healthy

@@ -12,15 +12,9 @@ voxels outside the healthy range fall in the empty margin and are the most novel
 where ``normaliser`` is the ``quantile`` of healthy novelty (each validation case scored with the histogram of the
 *other* cases, so healthy tissue is not judged by its own voxels) and ``scale`` the same quantile of the healthy
 maps (map units): zero for every intensity as common as the healthy ones, growing beyond. ``weight`` is chosen on
-the validation maps (:func:`uadnet.postprocessing.decide_postprocessing`; 0: not used). Added on the preprocessed
-grid after every other step (:func:`uadnet.postprocessing.apply_postprocessing`), so smoothing does not erase it;
-measured in ``documentation/benchmarks.md`` (Intensity novelty).
-
-For single-channel images a second form, **context novelty**, bins each voxel by its intensity *and* the median of
-its neighbourhood (``CONTEXT_MM`` wide, in-plane for 2D configurations; the median ignores a spot smaller than half
-the window): a spot brighter or darker than its surroundings but within the healthy range — a small lesion in white
-matter as bright as grey matter — is rare as a pair though common as an intensity. Validation chooses between the
-two forms and their weights like any other step.
+the validation maps (:func:`uadnet.postprocessing.decide_postprocessing`; 0: not used). Added on the preprocessed grid after every
+other step (:func:`uadnet.postprocessing.apply_postprocessing`), so smoothing does not erase it; measured in
+``documentation/benchmarks.md`` (Intensity novelty).
 """
 
 from __future__ import annotations
@@ -36,23 +30,13 @@ BINS_PER_CHANNEL = {1: 64, 2: 32, 3: 16}
 MARGIN = 0.1  # of the healthy range, on each side: where unseen intensities land
 SMOOTHING_BINS = 1.0
 PSEUDO_COUNT = 0.01  # per bin, after smoothing: −log p stays finite in empty bins
-CONTEXT_MM = 16.0  # neighbourhood of context novelty: twice the largest small validation anomaly planned (8 mm)
-
-
-def context_size(spacing: Sequence[float], in_plane_only: bool) -> tuple[int, ...]:
-    """Median-filter size (z, y, x) voxels of context novelty: ``CONTEXT_MM`` per axis, odd, at least 3 (1 across
-    slices when ``in_plane_only``); ``spacing`` (z, y, x) mm."""
-    return tuple(1 if in_plane_only and a == 0 else max(3, 2 * round(CONTEXT_MM / float(s) / 2) + 1)
-                 for a, s in enumerate(spacing))
 
 
 @dataclass(frozen=True)
 class IntensityNovelty:
     """Per-channel histogram ranges (``lows``/``highs``, preprocessed intensity units, margin included), the
     flattened −log density table (C order over ``bins`` per channel), ``normaliser`` (healthy novelty quantile),
-    ``scale`` (healthy map quantile, map units), ``quantile`` and the chosen ``weight``. With ``context`` (a median
-    filter size, (z, y, x) voxels) the histogram's second axis is the median of each voxel's neighbourhood (single
-    channel images only)."""
+    ``scale`` (healthy map quantile, map units), ``quantile`` and the chosen ``weight``."""
 
     lows: tuple[float, ...]
     highs: tuple[float, ...]
@@ -62,15 +46,8 @@ class IntensityNovelty:
     scale: float
     quantile: float
     weight: float = 0.0
-    context: tuple[int, ...] | None = None
-
-    @property
-    def kind(self) -> str:
-        return "intensity_novelty" if self.context is None else "context_novelty"
 
     def __post_init__(self) -> None:
-        if self.context is not None and (len(self.lows) != 2 or len(self.context) != 3 or min(self.context) < 1):
-            raise ValueError("context novelty needs two histogram ranges (intensity, context) and a 3-axis filter size")
         if not 1 <= len(self.lows) == len(self.highs) <= MAX_CHANNELS:
             raise ValueError(f"intensity novelty needs 1 to {MAX_CHANNELS} channel ranges, got {len(self.lows)}")
         if len(self.log_density) != self.bins ** len(self.lows):
@@ -84,7 +61,7 @@ class IntensityNovelty:
     def novelty(self, image: np.ndarray) -> np.ndarray:
         """``−log p`` (z, y, x) float32 of every voxel of ``image`` (c, z, y, x, preprocessed)."""
         table = np.asarray(self.log_density, np.float32).reshape((self.bins,) * len(self.lows))
-        return table[_bin_index(features(image, self.context), self.lows, self.highs, self.bins)]
+        return table[_bin_index(image, self.lows, self.highs, self.bins)]
 
     def term(self, image: np.ndarray) -> np.ndarray:
         """``weight · scale · max(novelty / normaliser − 1, 0)`` (z, y, x) float32, in map units."""
@@ -103,23 +80,9 @@ class IntensityNovelty:
 
     @classmethod
     def from_dict(cls, d: dict) -> IntensityNovelty:
-        context = d.get("context")
         return cls(tuple(float(v) for v in d["lows"]), tuple(float(v) for v in d["highs"]), int(d["bins"]),
                    tuple(float(v) for v in d["log_density"]), float(d["normaliser"]), float(d["scale"]),
-                   float(d["quantile"]), float(d.get("weight", 0.0)),
-                   None if context is None else tuple(int(v) for v in context))
-
-
-def features(image: np.ndarray, context: Sequence[int] | None) -> np.ndarray:
-    """What the histogram bins: ``image`` (c, z, y, x) itself, or with ``context`` (median filter size, (z, y, x)
-    voxels) its single channel and that channel's neighbourhood median, (2, z, y, x)."""
-    image = np.asarray(image, np.float32)
-    if context is None:
-        return image
-    if image.ndim != 4 or image.shape[0] != 1:
-        raise ValueError(f"context novelty was fitted on 1 channel; got an image of shape {image.shape} (expected "
-                         f"(1, z, y, x))")
-    return np.stack([image[0], ndimage.median_filter(image[0], size=tuple(context), mode="nearest")])
+                   float(d["quantile"]), float(d.get("weight", 0.0)))
 
 
 def _bin_index(image: np.ndarray, lows: Sequence[float], highs: Sequence[float], bins: int) -> tuple[np.ndarray, ...]:
@@ -144,8 +107,8 @@ def leave_one_out(novelty: IntensityNovelty, images: Sequence[np.ndarray], foreg
     """Per case, ``novelty`` with its histogram made from the *other* cases' healthy foreground (same ranges,
     normaliser and scale), at weight 1: how training scored the healthy validation cases it was fitted on, so a
     recalibration on the same cases reproduces its thresholds."""
-    counts = [_counts(features(im, novelty.context)[:, np.asarray(f, bool)], novelty.lows, novelty.highs,
-                      novelty.bins) for im, f in zip(images, foregrounds)]
+    counts = [_counts(np.asarray(im, np.float32)[:, np.asarray(f, bool)], novelty.lows, novelty.highs, novelty.bins)
+              for im, f in zip(images, foregrounds)]
     total = np.sum(counts, axis=0)
     return [replace(novelty, log_density=tuple(float(v) for v in _log_density(total - c).ravel()), weight=1.0)
             for c in counts]
@@ -157,20 +120,16 @@ def _log_density(counts: np.ndarray) -> np.ndarray:
 
 
 def fit_intensity_novelty(images: Sequence[np.ndarray], foregrounds: Sequence[np.ndarray],
-                          healthy_maps: Sequence[np.ndarray], quantile: float, context: Sequence[int] | None = None
+                          healthy_maps: Sequence[np.ndarray], quantile: float
                           ) -> tuple[IntensityNovelty, list[IntensityNovelty]] | None:
     """Fit on the healthy validation ``images`` (c, z, y, x, preprocessed), their foregrounds (bool) and their
-    postprocessing-ready healthy maps (z, y, x); ``context``: median filter size (z, y, x) voxels for context novelty
-    (see :func:`context_size`). Returns the novelty (weight 0) and, per case, the same fitted on the *other* cases
-    with weight 1 (to score that case's healthy and anomalous versions without its own voxels), or None when the
-    images have more than ``MAX_CHANNELS`` channels (context novelty: more than one), fewer than two cases or no
-    spread."""
+    postprocessing-ready healthy maps (z, y, x). Returns the novelty (weight 0) and, per case, the same fitted on the
+    *other* cases with weight 1 (to score that case's healthy and anomalous versions without its own voxels),
+    or None when the images have more than ``MAX_CHANNELS`` channels, fewer than two cases or no spread."""
     channels = int(np.asarray(images[0]).shape[0])
-    if channels > (1 if context is not None else MAX_CHANNELS) or len(images) < 2 or not 0.0 < quantile < 1.0:
+    if channels > MAX_CHANNELS or len(images) < 2 or not 0.0 < quantile < 1.0:
         return None
-    context = None if context is None else tuple(int(v) for v in context)
-    values = [features(im, context)[:, np.asarray(f, bool)] for im, f in zip(images, foregrounds)]
-    channels = values[0].shape[0]
+    values = [np.asarray(im, np.float32)[:, np.asarray(f, bool)] for im, f in zip(images, foregrounds)]
     pooled = np.concatenate(values, axis=1)
     if pooled.shape[1] == 0:
         return None
@@ -190,7 +149,6 @@ def fit_intensity_novelty(images: Sequence[np.ndarray], foregrounds: Sequence[np
     if not (normaliser > 0 and scale > 0):
         return None
     fitted = IntensityNovelty(tuple(float(v) for v in lows), tuple(float(v) for v in highs), bins,
-                              tuple(float(v) for v in _log_density(total).ravel()), normaliser, scale, float(quantile),
-                              context=context)
+                              tuple(float(v) for v in _log_density(total).ravel()), normaliser, scale, float(quantile))
     loo = [replace(fitted, log_density=tuple(float(v) for v in t.ravel()), weight=1.0) for t in loo_tables]
     return fitted, loo

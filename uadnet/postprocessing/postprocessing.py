@@ -108,25 +108,23 @@ def decide_postprocessing(scores: Sequence[np.ndarray], labels: Sequence[np.ndar
                           in_plane_only: bool = False,
                           component_threshold: float | None = None,
                           calibrate_threshold: Callable[[Postprocessing], float] | None = None,
-                          novelties: Sequence[tuple[IntensityNovelty, Sequence[np.ndarray]]] = (),
+                          novelty: IntensityNovelty | None = None,
+                          novelty_units: Sequence[np.ndarray] | None = None,
                           ) -> tuple[Postprocessing, list[dict]]:
     """Greedy choice on validation maps: start from nothing, try each candidate step and keep it if the AP rises by
     at least ``MIN_GAIN`` (pooled; with several anomaly classes in ``labels`` (values ≥ 1) the mean of their APs,
     :func:`uadnet.scoring.average_precision.class_balanced_ap`). ``spacings``: (z, y, x) mm per case. Component
     removal needs a threshold: ``component_threshold``, or ``calibrate_threshold(pp)`` (called with the steps chosen
     so far, e.g. the healthy 1 % FPR threshold). Each trial logs the balanced AP and each class's (keys: label values).
-    ``novelties``: fitted novelty terms (intensity, context; one per ``kind``), each with every case's term at
-    weight 1; each at the weights ``NOVELTY_WEIGHTS`` is tried right after the foreground mask, and once more (with
-    none) after the other steps: the term is added after them, so the small spots it finds survive smoothing that
-    the large anomalies gain from. Returns the choice and a log of every trial (JSON-ready)."""
-    units = {novelty.kind: list(u) for novelty, u in novelties}
-    if len(units) != len(novelties):
-        raise ValueError("decide_postprocessing: one novelty term per kind")
+    With a fitted ``novelty`` and each case's term at weight 1 (``novelty_units``), the intensity-novelty weights
+    ``NOVELTY_WEIGHTS`` are tried right after the foreground mask, and once more (with none) after the other steps:
+    the term is added after them, so the small spots it finds survive smoothing that the large anomalies gain from.
+    Returns the choice and a log of every trial (JSON-ready)."""
+    units = list(novelty_units) if novelty_units is not None else [None] * len(scores)
 
     def ap_of(pp: Postprocessing) -> tuple[float, dict[str, float]]:
-        unit = units[pp.intensity_novelty.kind] if pp.intensity_novelty is not None else [None] * len(scores)
         done = [apply_postprocessing(s, f, sp, pp, in_plane_only, novelty_unit=u)
-                for s, f, sp, u in zip(scores, foregrounds, spacings, unit)]
+                for s, f, sp, u in zip(scores, foregrounds, spacings, units)]
         per_class = {str(k): v for k, v in class_aps(done, labels).items()}
         return (float(np.mean(list(per_class.values()))) if per_class else 0.0), per_class
 
@@ -143,9 +141,10 @@ def decide_postprocessing(scores: Sequence[np.ndarray], labels: Sequence[np.ndar
             pp, best = candidate, ap
 
     trial("foreground_mask", replace(pp, foreground_mask=True))
-    options = [novelty.with_weight(w) for novelty, _ in novelties for w in NOVELTY_WEIGHTS]
-    for option in options:  # first: once a novelty term finds the small spots, smoothing need not keep them
-        trial(f"{option.kind}_{option.weight:g}", replace(pp, intensity_novelty=option))
+    fitted = novelty is not None and novelty_units is not None
+    options = [novelty.with_weight(w) for w in NOVELTY_WEIGHTS] if fitted else []
+    for option in options:  # first: once the novelty term finds the small spots, smoothing need not keep them
+        trial(f"intensity_novelty_{option.weight:g}", replace(pp, intensity_novelty=option))
     spacing = np.median(np.asarray(spacings, float), axis=0)
     min_spacing = float(min(spacing[1:] if in_plane_only else spacing))
     for factor in (1.0, 2.0):
@@ -165,6 +164,6 @@ def decide_postprocessing(scores: Sequence[np.ndarray], labels: Sequence[np.ndar
         chosen = pp.intensity_novelty
         for option in [None, *options]:
             if option != chosen:
-                trial("then_no_novelty" if option is None else f"then_{option.kind}_{option.weight:g}",
+                trial("then_no_novelty" if option is None else f"then_intensity_novelty_{option.weight:g}",
                       replace(pp, intensity_novelty=option))
     return pp, trials

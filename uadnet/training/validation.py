@@ -21,7 +21,7 @@ from uadnet.corruption.many_tasks import ManyTasks
 from uadnet.corruption.registry import build_corruption
 from uadnet.plans import ConfigurationPlan, Plans
 from uadnet.postprocessing import Postprocessing, apply_postprocessing, decide_postprocessing
-from uadnet.postprocessing.intensity_novelty import context_size, fit_intensity_novelty
+from uadnet.postprocessing.intensity_novelty import fit_intensity_novelty
 from uadnet.postprocessing.postprocessing import MIN_GAIN
 from uadnet.postprocessing.residual_normalisation import (
     ResidualNormalisation,
@@ -127,27 +127,22 @@ def validation_ap(scorer: Scorer, cases: Sequence[ValidationCase], cfg: Configur
 def _decide(healthy: list[np.ndarray], anomalous: list[np.ndarray], cases: Sequence[ValidationCase],
             cfg: ConfigurationPlan, normalisation: ResidualNormalisation | None, fpr_for_components: float
             ) -> tuple[Postprocessing, list[dict], float, list[np.ndarray], dict[int, float]]:
-    """The greedy postprocessing choice on one kind of map (normalised or raw): fit the intensity novelty and, for
-    single-channel images, the context novelty (when the plans ask for them), choose the steps, return ``(postprocessing, trials, validation AP after it, healthy maps
+    """The greedy postprocessing choice on one kind of map (normalised or raw): fit the intensity novelty (when the
+    plans ask for it), choose the steps, return ``(postprocessing, trials, validation AP after it, healthy maps
     postprocessed, AP per anomaly class after it)``."""
     in_plane = cfg.dim == 2
     fgs, spacings, labels = [c.foreground for c in cases], [c.spacing for c in cases], [c.anomaly for c in cases]
-    units: dict[tuple[str, str], list[np.ndarray]] = {}  # (novelty kind, "healthy"/"anomalous") → terms at weight 1
-    novelties = []
+    novelty, units = None, {"healthy": None, "anomalous": None}
     if cfg.inference.intensity_novelty:
         quantile = cfg.inference.residual_normalisation_quantile if normalisation is not None else None
-        for context in (None, context_size(np.median(np.asarray(spacings, float), axis=0), in_plane)):
-            fitted = fit_intensity_novelty([c.healthy for c in cases], fgs, healthy,
-                                           quantile or DEFAULT_NOVELTY_QUANTILE, context)
-            if fitted is not None:  # each case scored with the histogram of the others (leave one out)
-                novelty, loo = fitted
-                units[novelty.kind, "healthy"] = [n.term(c.healthy) for n, c in zip(loo, cases)]
-                units[novelty.kind, "anomalous"] = [n.term(c.corrupted) for n, c in zip(loo, cases)]
-                novelties.append((novelty, units[novelty.kind, "anomalous"]))
+        fitted = fit_intensity_novelty([c.healthy for c in cases], fgs, healthy, quantile or DEFAULT_NOVELTY_QUANTILE)
+        if fitted is not None:  # each case scored with the histogram of the others (leave one out)
+            novelty, loo = fitted
+            units = {"healthy": [n.term(c.healthy) for n, c in zip(loo, cases)],
+                     "anomalous": [n.term(c.corrupted) for n, c in zip(loo, cases)]}
 
     def processed(maps: Sequence[np.ndarray], pp: Postprocessing, kind: str) -> list[np.ndarray]:
-        novelty = pp.intensity_novelty
-        unit = units[novelty.kind, kind] if novelty is not None else [None] * len(maps)
+        unit = units[kind] or [None] * len(maps)
         return [apply_postprocessing(m, f, sp, pp, in_plane, novelty_unit=u)
                 for m, f, sp, u in zip(maps, fgs, spacings, unit)]
 
@@ -156,7 +151,7 @@ def _decide(healthy: list[np.ndarray], anomalous: list[np.ndarray], cases: Seque
             str(fpr_for_components)]
 
     pp, trials = decide_postprocessing(anomalous, labels, fgs, spacings, in_plane, calibrate_threshold=threshold,
-                                       novelties=novelties)
+                                       novelty=novelty, novelty_units=units["anomalous"])
     per_class = class_aps(processed(anomalous, pp, "anomalous"), labels)
     after = float(np.mean(list(per_class.values()))) if per_class else 0.0  # class_balanced_ap, not computed twice
     return (replace(pp, residual_normalisation=normalisation), trials, after, processed(healthy, pp, "healthy"),

@@ -12,9 +12,9 @@ voxels outside the healthy range fall in the empty margin and are the most novel
 where ``normaliser`` is the ``quantile`` of healthy novelty (each validation case scored with the histogram of the
 *other* cases, so healthy tissue is not judged by its own voxels) and ``scale`` the same quantile of the healthy
 maps (map units): zero for every intensity as common as the healthy ones, growing beyond. ``weight`` is chosen on
-the validation maps (:func:`uadnet.postprocessing.decide_postprocessing`; 0: not used). Added on the preprocessed grid after every
-other step (:func:`uadnet.postprocessing.apply_postprocessing`), so smoothing does not erase it; measured in
-``documentation/benchmarks.md`` (Intensity novelty).
+the validation maps (:func:`uadnet.postprocessing.decide_postprocessing`; 0: not used). Added on the preprocessed
+grid after every other step (:func:`uadnet.postprocessing.apply_postprocessing`), so smoothing does not erase it;
+measured in ``documentation/benchmarks.md`` (Intensity novelty).
 """
 
 from __future__ import annotations

@@ -147,7 +147,7 @@ def run(root: Path, dataset: str, variant: str, edits: list[str], iterations: in
     out = root / "predictions" / dataset / tag
     shutil.rmtree(out, ignore_errors=True)
     record: dict[str, Any] = {"dataset": dataset, "variant": tag, "edits": edits, "method": method,
-                              "cpu": cpu_label()}
+                              "cpu": cpu_label(), "precision": precision}
     t0 = time.monotonic()
     if baseline:
         assert run_baseline(["-d", dataset_id, "-b", baseline, "-i", str(raw / "imagesTs"), "-o", str(out),
@@ -192,6 +192,8 @@ def run(root: Path, dataset: str, variant: str, edits: list[str], iterations: in
     return record
 
 
+# how the rows were trained (records without the field: bf16, the only precision used before it)
+PRECISION_LABELS = {"bf16": "with bf16 autocast", "fp32": "in fp32"}
 # how the case scores behind "case AUROC" were computed (records without the field: the plain top 1 %, then the only one)
 CASE_SCORE_LABELS = {"mean_of_top_fraction": "top 1 %", "mean_of_top_fraction_over_median": "top 1 % / median"}
 
@@ -267,7 +269,9 @@ def table(root: Path) -> str:
         kinds = sorted({k for r in sel for k in r["group_ap"]})
         bins = list(sel[0]["lesion_detection"])
         counts = ", ".join(str(n) for n in sorted({test_cases(r) for r in sel}))
-        lines += [f"**{dataset}** (CPU: {sel[0]['cpu']}; trained with bf16 autocast, fold 0; {counts} test cases)", "",
+        precision = " / ".join(sorted({PRECISION_LABELS[r.get("precision", "bf16")] for r in sel if not r.get(
+            "variant", "").startswith("baseline")}))
+        lines += [f"**{dataset}** (CPU: {sel[0]['cpu']}; trained {precision or '–'}, fold 0; {counts} test cases)", "",
                   "| variant | loss | iterations | final val. AP | pooled AP | case AUROC | case score | "
                   + " | ".join(f"AP {k}" for k in kinds)
                   + " | " + " | ".join(f"det. {b}" for b in bins) + " | FP comp. healthy |",

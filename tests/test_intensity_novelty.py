@@ -90,9 +90,7 @@ def test_validation_choice_keeps_it_only_where_it_finds_anomalies():
 
     pp, trials = choose(0.95)
     assert pp.intensity_novelty is not None and pp.intensity_novelty.weight in (1.0, 2.0, 4.0)
-    steps = [t["step"] for t in trials]
-    assert steps[1:5] == ["foreground_mask", "intensity_novelty_1", "intensity_novelty_2", "intensity_novelty_4"]
-    assert "then_no_novelty" in steps  # tried again after the smoothing, with "none" among the options
+    assert [t["step"] for t in trials[-3:]] == ["intensity_novelty_1", "intensity_novelty_2", "intensity_novelty_4"]
     assert all(set(t["ap_per_class"]) == {"1"} and t["ap"] == t["ap_per_class"]["1"] for t in trials)  # one class
     pp, _ = choose(0.6)  # the spot has the other tissue's intensity: nothing to gain
     assert pp.intensity_novelty is None

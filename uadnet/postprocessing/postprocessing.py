@@ -117,9 +117,8 @@ def decide_postprocessing(scores: Sequence[np.ndarray], labels: Sequence[np.ndar
     removal needs a threshold: ``component_threshold``, or ``calibrate_threshold(pp)`` (called with the steps chosen
     so far, e.g. the healthy 1 % FPR threshold). Each trial logs the balanced AP and each class's (keys: label values).
     With a fitted ``novelty`` and each case's term at weight 1 (``novelty_units``), the intensity-novelty weights
-    ``NOVELTY_WEIGHTS`` are tried right after the foreground mask, and once more (with none) after the other steps:
-    the term is added after them, so the small spots it finds survive smoothing that the large anomalies gain from.
-    Returns the choice and a log of every trial (JSON-ready)."""
+    ``NOVELTY_WEIGHTS`` are tried last (the term is added after the other steps). Returns the choice and a log of
+    every trial (JSON-ready)."""
     units = list(novelty_units) if novelty_units is not None else [None] * len(scores)
 
     def ap_of(pp: Postprocessing) -> tuple[float, dict[str, float]]:
@@ -141,10 +140,6 @@ def decide_postprocessing(scores: Sequence[np.ndarray], labels: Sequence[np.ndar
             pp, best = candidate, ap
 
     trial("foreground_mask", replace(pp, foreground_mask=True))
-    fitted = novelty is not None and novelty_units is not None
-    options = [novelty.with_weight(w) for w in NOVELTY_WEIGHTS] if fitted else []
-    for option in options:  # first: once the novelty term finds the small spots, smoothing need not keep them
-        trial(f"intensity_novelty_{option.weight:g}", replace(pp, intensity_novelty=option))
     spacing = np.median(np.asarray(spacings, float), axis=0)
     min_spacing = float(min(spacing[1:] if in_plane_only else spacing))
     for factor in (1.0, 2.0):
@@ -152,18 +147,15 @@ def decide_postprocessing(scores: Sequence[np.ndarray], labels: Sequence[np.ndar
             trial(f"gaussian_sigma_{factor:g}_voxel", replace(pp, gaussian_sigma_mm=factor * min_spacing))
     trial("median_3", replace(pp, median_size_voxels=3))
     threshold = component_threshold
-    if threshold is None and calibrate_threshold is not None:  # components are removed before the novelty term
-        threshold = calibrate_threshold(replace(pp, intensity_novelty=None))
+    if threshold is None and calibrate_threshold is not None:
+        threshold = calibrate_threshold(pp)
     if threshold is not None:
         voxel_mm3 = float(np.prod(spacing))
         for voxels in (10, 50):
             if pp.min_component_mm3 is None:
                 trial(f"remove_components_below_{voxels}_voxels",
                       replace(pp, min_component_mm3=voxels * voxel_mm3, component_threshold=float(threshold)))
-    if options:  # the term again, after the smoothing
-        chosen = pp.intensity_novelty
-        for option in [None, *options]:
-            if option != chosen:
-                trial("then_no_novelty" if option is None else f"then_intensity_novelty_{option.weight:g}",
-                      replace(pp, intensity_novelty=option))
+    if novelty is not None and novelty_units is not None:  # last: tried first, it cost large lesions (benchmarks.md)
+        for weight in NOVELTY_WEIGHTS:
+            trial(f"intensity_novelty_{weight:g}", replace(pp, intensity_novelty=novelty.with_weight(weight)))
     return pp, trials

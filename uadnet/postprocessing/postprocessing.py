@@ -22,7 +22,7 @@ from skimage.measure import label
 
 from uadnet.postprocessing.intensity_novelty import IntensityNovelty
 from uadnet.postprocessing.residual_normalisation import ResidualNormalisation
-from uadnet.scoring.average_precision import class_aps
+from uadnet.scoring.average_precision import balanced, class_aps
 
 POSTPROCESSING_FILE = "postprocessing.json"  # in each fold folder
 MIN_GAIN = 0.001  # absolute AP a step must add to be kept
@@ -125,7 +125,7 @@ def decide_postprocessing(scores: Sequence[np.ndarray], labels: Sequence[np.ndar
         done = [apply_postprocessing(s, f, sp, pp, in_plane_only, novelty_unit=u)
                 for s, f, sp, u in zip(scores, foregrounds, spacings, units)]
         per_class = {str(k): v for k, v in class_aps(done, labels).items()}
-        return (float(np.mean(list(per_class.values()))) if per_class else 0.0), per_class
+        return balanced(per_class) or 0.0, per_class
 
     pp = Postprocessing()
     best, per_class = ap_of(pp)

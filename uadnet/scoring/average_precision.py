@@ -30,9 +30,13 @@ def class_aps(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> dic
     return out
 
 
+def balanced(aps: dict) -> float | None:
+    """Mean of per-class APs (:func:`class_aps`'s result); ``None`` for no class."""
+    return float(np.mean(list(aps.values()))) if aps else None
+
+
 def class_balanced_ap(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> float | None:
     """Mean of :func:`class_aps`: each anomaly class counts as much however many voxels it has (validation's small
     anomalies as much as its large ones); with one class (or boolean labels) the pooled AP. ``None`` without any
     anomalous voxel."""
-    aps = class_aps(scores, labels)
-    return float(np.mean(list(aps.values()))) if aps else None
+    return balanced(class_aps(scores, labels))

@@ -28,7 +28,7 @@ from uadnet.postprocessing.residual_normalisation import (
     fit_residual_normalisation,
     residual_features,
 )
-from uadnet.scoring.average_precision import class_aps, class_balanced_ap
+from uadnet.scoring.average_precision import balanced, class_aps, class_balanced_ap
 from uadnet.scoring.calibration import CaseScore, calibrate
 from uadnet.scoring.scorers import Scorer, score_volume
 from uadnet.scoring.sliding_window import tile_starts
@@ -153,7 +153,7 @@ def _decide(healthy: list[np.ndarray], anomalous: list[np.ndarray], cases: Seque
     pp, trials = decide_postprocessing(anomalous, labels, fgs, spacings, in_plane, calibrate_threshold=threshold,
                                        novelty=novelty, novelty_units=units["anomalous"])
     per_class = class_aps(processed(anomalous, pp, "anomalous"), labels)
-    after = float(np.mean(list(per_class.values()))) if per_class else 0.0  # class_balanced_ap, not computed twice
+    after = balanced(per_class) or 0.0  # class_balanced_ap, not computed twice
     return (replace(pp, residual_normalisation=normalisation), trials, after, processed(healthy, pp, "healthy"),
             per_class)
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from uadnet import __version__
 from uadnet.scoring.calibration import CASE_SCORE_REDUCTIONS, TOP_OVER_MEDIAN
+from uadnet.scoring.mirroring import check_mirror_axes
 from uadnet.utilities.file_io import load_json, save_json
 from uadnet.utilities.typed_sections import PlansError, section_from_dict  # both also used from here by plugins
 
@@ -142,7 +143,11 @@ class InferencePlan:
     if set (e.g. 1.0), after training validation also scores with this (faster) step where it places other tiles, and
     prediction uses it unless it loses validation AP (:func:`uadnet.training.validation.choose_step_and_calibrate`).
     ``case_score``: how a map becomes a case score (:func:`uadnet.scoring.calibration.case_score`), for the healthy
-    validation cases that set the case threshold and for every predicted case."""
+    validation cases that set the case threshold and for every predicted case. ``mirror_axes``: test-time mirroring
+    (patch axes: 2D 0 = y, 1 = x; 3D 0 = z, 1 = y, 2 = x) for the postprocessing choice, calibration and
+    prediction (not the periodic validation that picks the best checkpoint): the map is the mean over the 2^n
+    mirrorings of n axes, 2^n × the scoring time (``uadnet_predict --disable_tta`` turns it off, with a warning:
+    the thresholds were calibrated with it); ``[]``: none (plans written before it)."""
 
     step_size: float = 0.5
     coarse_step_size: float | None = None  # 1.0 measured: case AUROC lower on 4 of 4 photograph models
@@ -151,8 +156,13 @@ class InferencePlan:
     residual_normalisation_quantile: float | None = 0.99
     intensity_novelty: bool = True
     case_score: str = TOP_OVER_MEDIAN  # top 1 % over the median; measured against the plain top 1 % in benchmarks.md
+    mirror_axes: list[int] = field(default_factory=list)  # the planner: every patch axis (measured in benchmarks.md)
 
     def __post_init__(self) -> None:
+        try:
+            check_mirror_axes(self.mirror_axes)
+        except ValueError as e:
+            raise PlansError(f"'inference.mirror_axes': {e} (0, 1 in 2D; 0, 1, 2 in 3D; [] for none)") from None
         if not 0 < self.step_size <= 1 or self.coarse_step_size is not None and not \
                 self.step_size <= self.coarse_step_size <= 1:
             raise PlansError(f"'inference.step_size' must be in (0, 1] and 'inference.coarse_step_size' in "
@@ -178,6 +188,13 @@ class ConfigurationPlan:
     resampling_order_data: int = 3
     resampling_order_mask: int = 1
     resample_slice_axis: bool = True
+
+    def __post_init__(self) -> None:
+        try:
+            check_mirror_axes(self.inference.mirror_axes, self.dim)
+        except ValueError as e:
+            raise PlansError(f"'inference.mirror_axes' of configuration {self.data_identifier} ({self.dim}D): {e}"
+                             ) from None
 
 
 @dataclass

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from uadnet.plans import Plans
+from uadnet.scoring.mirroring import check_mirror_axes
 from uadnet.utilities.torch_utils import resolve_device
 
 PRECISIONS = ("fp32", "bf16")
@@ -29,7 +30,7 @@ def _planned(plans: Plans, configuration: str | None) -> dict[str, Any]:
     return {"device": plans.compute.device, "precision": plans.compute.precision, "compile": plans.compute.compile,
             "iterations": tp.iterations, "time_budget_minutes": tp.time_budget_minutes,
             "validation_every": tp.validation_every, "checkpoint_every": tp.checkpoint_every,
-            "num_workers": tp.num_workers, "step_size": inf.step_size}
+            "num_workers": tp.num_workers, "step_size": inf.step_size, "mirror_axes": list(inf.mirror_axes)}
 
 
 def _check(name: str, value: Any) -> None:
@@ -40,6 +41,8 @@ def _check(name: str, value: Any) -> None:
         raise ValueError(f"--precision must be one of {PRECISIONS}, got {value!r}")
     if name == "step_size" and not 0 < value <= 1:
         raise ValueError(f"--step_size must be in (0, 1] (a fraction of the patch), got {value}")
+    if name == "mirror_axes":
+        check_mirror_axes(value)  # against the configuration's dimension: by the predictor
     if name in ("iterations", "epochs", "validation_every", "checkpoint_every") and value < 1:
         raise ValueError(f"--{name} must be at least 1, got {value}")
     if name == "num_workers" and value < 0:
@@ -83,8 +86,8 @@ def resolve_run_settings(plans: Plans, configuration: str | None, overrides: Map
     """The plans' settings with ``overrides`` (flag name → value, ``None`` = not given) applied.
 
     ``defaults``: values that replace the plans' where no override is given, with their source (prediction uses
-    the calibration's precision and step size). ``epochs`` (an override only) becomes ``iterations`` = epochs ×
-    validation_every; ``iterations`` and ``epochs`` exclude each other. An explicit length without
+    the calibration's precision, step size and mirror axes). ``epochs`` (an override only) becomes ``iterations`` =
+    epochs × validation_every; ``iterations`` and ``epochs`` exclude each other. An explicit length without
     ``time_budget_minutes`` drops the plans' time budget (the run is as long as asked). ``device``: the torch
     device already resolved from the same flags (it is resolved, with its warnings, only once).
     """

@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "device; a device this machine lacks falls back to the best available one, with a warning)")
     step = p.add_argument("--step_size", type=float, default=None,
                           help="sliding-window step as a fraction of the patch")
+    p.add_argument("--disable_tta", action="store_true",
+                   help="no test-time mirroring (2^n x faster for n mirror axes; default: mirror as the thresholds "
+                        "were calibrated, the plans' inference.mirror_axes; then the stated false-positive rate is "
+                        "approximate)")
     p.add_argument("--precision", choices=["fp32", "bf16"], default=None, help="default: the plans'")
     p.add_argument("--backend", choices=["torch", "onnxruntime", "openvino", "auto"], default="torch",
                    help="runtime of the restorer: torch (default), onnxruntime (CPU, fp32) or openvino (CPU, "
@@ -95,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint=args.checkpoint, save_restorations=args.save_restorations,
         save_uncertainty=args.save_uncertainty, num_parts=args.num_parts,
         part_id=args.part_id, continue_prediction=args.continue_prediction, device=args.device,
-        step_size=args.step_size, precision=args.precision, backend=args.backend, fpr=args.fpr,
+        step_size=args.step_size, mirror_axes=[] if args.disable_tta else None, precision=args.precision, backend=args.backend, fpr=args.fpr,
         progress_bar=not args.disable_progress_bar, output_format=args.output_format, model_folder=args.model_folder)
     try:
         with UadnetPredictor(settings) as predictor:

@@ -86,18 +86,20 @@ class UadnetPredictor:
                           device: str | None = None, checkpoint: str = ckpt.FINAL, fpr: float = 0.01,
                           save_restorations: bool = False, save_uncertainty: bool = False,
                           step_size: float | None = None,
-                          precision: str | None = None, backend: str = "torch", progress_bar: bool = False
-                          ) -> UadnetPredictor:
+                          precision: str | None = None, backend: str = "torch", progress_bar: bool = False,
+                          mirror_axes: Sequence[int] | None = None) -> UadnetPredictor:
         """Load a model folder (``<method>__<plans>__<configuration>``) or model zip. ``folds``: default every
         numbered fold with ``checkpoint``; ``device``: ``cpu``, ``cuda``, ``mps`` or ``auto`` (default: the plans');
         ``fpr``: false-positive rate on healthy data of the mask threshold (0.001, 0.01 or 0.05, as calibrated);
         ``save_restorations`` / ``save_uncertainty``: :meth:`predict_files` also writes restorations / uncertainty
-        maps (fewer than two ensemble members is refused when predicting)."""
+        maps (fewer than two ensemble members is refused when predicting); ``mirror_axes``: test-time mirroring
+        (default: as calibrated; ``[]`` none, faster, with a warning that the thresholds were calibrated with it)."""
         settings = PredictionSettings(
             input_folder=Path("."), output_folder=Path("."), dataset=None, model_folder=Path(path),
             folds=[str(f) for f in folds] if folds is not None else None, checkpoint=checkpoint, device=device,
             fpr=fpr, save_restorations=save_restorations, save_uncertainty=save_uncertainty, step_size=step_size,
-            precision=precision, backend=backend, progress_bar=progress_bar)
+            precision=precision, backend=backend, progress_bar=progress_bar,
+            mirror_axes=None if mirror_axes is None else [int(a) for a in mirror_axes])
         return cls(settings)
 
     # ------------------------------------------------------------------------------------------- facts

@@ -235,7 +235,7 @@ def _check_recalibratable(m: Member) -> None:
 
 def _member_predictor(m: Member, device: str | None) -> Predictor:
     """The model that predicted member ``m`` (its ``prediction.json``: model folder, folds, checkpoint, ``--fpr``,
-    precision, step size), loaded; ``EnsembleError`` naming the file when the model cannot be loaded or its
+    precision, step size, mirror axes), loaded; ``EnsembleError`` naming the file when the model cannot be loaded or its
     calibration is no longer the one the member was predicted with."""
     from uadnet.inference.predictor import PredictionSettings, Predictor  # torch: only with --recalibrate
 
@@ -243,6 +243,7 @@ def _member_predictor(m: Member, device: str | None) -> Predictor:
     settings = PredictionSettings(Path("."), Path("."), None, model_folder=Path(m.info["model_folder"]),
                                   folds=[str(f) for f in m.info["folds"]], device=device,
                                   step_size=m.info.get("step_size"), precision=m.info.get("precision"),
+                                  mirror_axes=m.info.get("mirror_axes", []),  # absent: predicted before mirroring
                                   fpr=m.info["fpr"], progress_bar=False,
                                   **({"checkpoint": m.info["checkpoint"]} if m.info.get("checkpoint") else {}))
     try:

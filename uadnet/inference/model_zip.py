@@ -65,7 +65,7 @@ def _fold_metrics(fold_folder: Path, checkpoint: str) -> dict[str, Any]:
             "voxel_thresholds": cal.get("voxel_thresholds"), "case_threshold": cal.get("case_threshold"),
             "healthy_case_scores": {k: v for k, v in cal.get("healthy_case_scores", {}).items() if k != "values"},
             "num_calibration_cases": cal.get("num_cases"), "precision": cal.get("precision"),
-            "step_size": cal.get("step_size")}
+            "step_size": cal.get("step_size"), "mirror_axes": cal.get("mirror_axes", [])}
 
 
 def train_command(dataset: str, fold: str, method: str, plans_name: str, configuration: str) -> str:

@@ -41,6 +41,7 @@ from uadnet.postprocessing import apply_postprocessing
 from uadnet.preprocessing.preprocessor import PreprocessedCase, preprocess_case, revert_preprocessing
 from uadnet.run_settings import resolve_run_settings
 from uadnet.scoring.calibration import case_score_as_calibrated
+from uadnet.scoring.mirroring import check_mirror_axes
 from uadnet.scoring.scorers import score_volume, score_volume_members
 from uadnet.utilities import checkpoints as ckpt
 from uadnet.utilities.file_io import load_json
@@ -69,6 +70,7 @@ class PredictionSettings:
     continue_prediction: bool = False
     device: str | None = None  # None: the plans' compute.device (auto: the best available)
     step_size: float | None = None
+    mirror_axes: list[int] | None = None  # None: as calibrated; [] none (--disable_tta)
     precision: str | None = None
     backend: str = "torch"  # torch | onnxruntime | openvino | auto (uadnet.inference.backends)
     fpr: float = 0.01
@@ -129,24 +131,32 @@ class Predictor:
         folds = settings.folds or available_folds(self.model_folder, settings.checkpoint)
         if not folds:
             raise FileNotFoundError(f"{self.model_folder} has no fold with {settings.checkpoint}: train first")
-        flags = {"device": settings.device, "precision": settings.precision, "step_size": settings.step_size}
+        flags = {"device": settings.device, "precision": settings.precision, "step_size": settings.step_size,
+                 "mirror_axes": settings.mirror_axes}
         try:  # flags checked and the device resolved before any fold is loaded
             device = resolve_run_settings(self.plans, self.config_name, flags).device
         except ValueError as e:
             raise PredictionError(str(e)) from None
         self.folds: list[TrainedFold] = [load_fold(self.model_folder, f, self.method, device,
                                                    settings.checkpoint) for f in folds]
-        # score as the calibration did (precision, step size), unless asked otherwise — then say so
+        # score as the calibration did (precision, step size, mirroring), unless asked otherwise — then say so
         calibrated = self.folds[0].calibration
-        self.run_settings = resolve_run_settings(
-            self.plans, self.config_name, flags, device=device,
-            defaults={k: (calibrated.get(k), "calibration") for k in ("precision", "step_size")})
+        defaults = {k: (calibrated.get(k), "calibration") for k in ("precision", "step_size")}
+        defaults["mirror_axes"] = (calibrated.get("mirror_axes", []), "calibration")  # absent: calibrated without
+        self.run_settings = resolve_run_settings(self.plans, self.config_name, flags, device=device, defaults=defaults)
         self.device, self.precision = self.run_settings.device, self.run_settings["precision"]
         self.step_size = self.run_settings["step_size"]
-        for name, used in (("precision", self.precision), ("step_size", self.step_size)):
-            if calibrated.get(name) is not None and calibrated[name] != used:
-                print(f"WARNING: the thresholds were calibrated with {name} {calibrated[name]}, this prediction "
-                      f"uses {used}: the stated false-positive rate is approximate")
+        try:
+            self.mirror_axes = list(check_mirror_axes(self.run_settings["mirror_axes"], self.cfg.dim))
+        except ValueError as e:
+            raise PredictionError(f"{e} (configuration {self.config_name}): choose other mirror axes") from None
+        for f in self.folds:
+            for name, used in (("precision", self.precision), ("step_size", self.step_size),
+                               ("mirror_axes", self.mirror_axes)):
+                was = f.calibration.get(name, [] if name == "mirror_axes" else None)
+                if was is not None and (sorted(was) != sorted(used) if name == "mirror_axes" else was != used):
+                    print(f"WARNING: the thresholds of fold {f.fold} were calibrated with {name} {was}, this "
+                          f"prediction uses {used}: the stated false-positive rate is approximate")
         self.backends = self._use_backend(settings.backend, calibrated.get("precision"))
         key = str(settings.fpr)
         for f in self.folds:
@@ -214,13 +224,13 @@ class Predictor:
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """One fold's raw sliding-window score (z, y, x), restoration (c, z, y, x) and, with ``members`` and a
         scorer that has them, the member scores (M, z, y, x; else None) of a preprocessed ``image``, at this
-        prediction's precision and step size."""
+        prediction's precision, step size and mirror axes."""
         scorer, inf = self.method.scorer(fold.model, self.precision), self.cfg.inference
         window = (scorer, image, self.cfg.patch_size, self.step_size, inf.gaussian_sigma_scale, inf.batch_size,
                   self.device)
         if members and num_members(scorer) > 1:  # only then: M more maps in the sliding window
-            return score_volume_members(*window, foreground=foreground)
-        return (*score_volume(*window, foreground=foreground), None)
+            return score_volume_members(*window, foreground=foreground, mirror_axes=self.mirror_axes)
+        return (*score_volume(*window, foreground=foreground, mirror_axes=self.mirror_axes), None)
 
     def postprocess(self, fold: TrainedFold, score: np.ndarray, image: np.ndarray, restoration: np.ndarray,
                     foreground: np.ndarray, spacing: Sequence[float], novelty_unit: np.ndarray | None = None
@@ -296,7 +306,8 @@ class Predictor:
                 "fpr": self.s.fpr, "voxel_threshold": self.voxel_threshold, "case_threshold": self.case_threshold,
                 "voxel_thresholds_per_fold": {f.fold: f.calibration["voxel_thresholds"] for f in self.folds},
                 "postprocessing_per_fold": {f.fold: f.postprocessing.summary() for f in self.folds},
-                "step_size": self.step_size, "precision": self.precision, "device": str(self.device),
+                "step_size": self.step_size, "mirror_axes": self.mirror_axes, "precision": self.precision,
+                "device": str(self.device),
                 "run_settings": self.run_settings.to_dict(), "backend_per_fold": self.backends,
                 "uadnet_version": __version__, "plans_uadnet_version": self.plans.uadnet_version,
                 "settings": {k: str(v) for k, v in asdict(self.s).items()},

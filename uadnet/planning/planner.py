@@ -19,6 +19,8 @@ Rules (each result lands in ``uadnet_plans.json`` and can be edited there):
   many iterations fit (at least 2); the seconds per iteration come from a cost model of conv FLOPs plus a
   memory-bound term per activation value, scaled by the measured matmul rate (``uadnet.planning.cost_model``);
   3D batches hold at most 5 % of all training voxels (nnU-Net's rule);
+* test-time mirroring on every patch axis (``inference.mirror_axes``; training mirrors on every axis too):
+  measured on the development data in documentation/benchmarks.md;
 * corruption sizes scale the reference 10-44 mm (on a ~150 mm brain) to the data's smaller in-plane foreground
   extent, drawn uniformly (``corruption.size_distribution``; ``log_uniform`` from a few voxels was measured and
   is worse at a CPU budget: documentation/benchmarks.md, development runs);
@@ -229,7 +231,7 @@ def plan_configuration(name: str, dim: int, spacing: list[float], median_shape: 
                               estimated_seconds_per_iteration=round(seconds, 4),
                               warmup_iterations=min(500, iterations // 20), validation_every=validation_every,
                               checkpoint_every=validation_every, num_workers=max(1, min(hardware.num_cpus - 1, 8))),
-        inference=InferencePlan(),
+        inference=InferencePlan(mirror_axes=list(range(dim))),  # every patch axis, as training mirrors
         resample_slice_axis=dim == 3,
     )
 

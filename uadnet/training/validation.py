@@ -102,11 +102,14 @@ def make_validation_set(preprocessed_dataset_folder: str | os.PathLike, plans: P
 
 
 def _score(scorer: Scorer, image: np.ndarray, fg: np.ndarray, cfg: ConfigurationPlan, device: torch.device,
-           features: bool = False) -> np.ndarray | tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
-    """The raw map (z, y, x); with ``features``, also the residual-normalisation features of the case."""
+           features: bool = False, mirror: bool = True
+           ) -> np.ndarray | tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """The raw map (z, y, x), mirrored as ``inference.mirror_axes`` says unless ``mirror`` is false; with
+    ``features``, also the residual-normalisation features of the case."""
     inf = cfg.inference
     score, restoration = score_volume(scorer, image, cfg.patch_size, inf.step_size, inf.gaussian_sigma_scale,
-                                      inf.batch_size, device, foreground=fg)
+                                      inf.batch_size, device, foreground=fg,
+                                      mirror_axes=inf.mirror_axes if mirror else ())
     if not features:
         return score
     return score, residual_features(image, restoration, cfg.dim == 2)
@@ -115,10 +118,11 @@ def _score(scorer: Scorer, image: np.ndarray, fg: np.ndarray, cfg: Configuration
 def validation_ap(scorer: Scorer, cases: Sequence[ValidationCase], cfg: ConfigurationPlan, device: torch.device
                   ) -> float | None:
     """Average precision over the foreground voxels of all cases, each anomaly class weighed alike
-    (:func:`class_balanced_ap`: the pooled AP when there are no small anomalies); None without any anomaly."""
+    (:func:`class_balanced_ap`: the pooled AP when there are no small anomalies); None without any anomaly. Without
+    test-time mirroring: it runs every epoch and only compares the run's checkpoints."""
     scores, labels = [], []
     for case in cases:
-        score = _score(scorer, case.corrupted, case.foreground, cfg, device)
+        score = _score(scorer, case.corrupted, case.foreground, cfg, device, mirror=False)
         scores.append(score[case.foreground])
         labels.append(case.anomaly[case.foreground])
     return class_balanced_ap(scores, labels)
@@ -160,10 +164,10 @@ def _decide(healthy: list[np.ndarray], anomalous: list[np.ndarray], cases: Seque
 
 def postprocess_and_calibrate(scorer: Scorer, cases: Sequence[ValidationCase], cfg: ConfigurationPlan,
                               device: torch.device, fpr_for_components: float = 0.01) -> tuple[dict, dict]:
-    """After training: score the validation cases with and without their synthetic anomalies; choose the
-    postprocessing on the anomalous maps (each step kept only if it raises validation AP, each anomaly class
-    weighed alike; components are taken at the
-    healthy ``fpr_for_components`` threshold; the intensity novelty fitted on the healthy images when the plans ask for
+    """After training: score the validation cases with and without their synthetic anomalies (mirrored as
+    ``inference.mirror_axes`` says, as prediction will); choose the postprocessing on the anomalous maps (each step
+    kept only if it raises validation AP, each anomaly class weighed alike; components are taken at the healthy
+    ``fpr_for_components`` threshold; the intensity novelty fitted on the healthy images when the plans ask for
     it); calibrate thresholds on the postprocessed healthy maps. When the plans ask for residual normalisation it is
     fitted on the healthy maps and the choice is made twice, on normalised and on raw maps: the normalisation is kept
     unless the raw maps' postprocessed validation AP is higher by more than ``RESIDUAL_NORMALISATION_TOLERANCE``
@@ -202,6 +206,7 @@ def postprocess_and_calibrate(scorer: Scorer, cases: Sequence[ValidationCase], c
               "validation_ap_per_class_after": {CLASS_NAMES.get(k, str(k)): v for k, v in per_class.items()},
               "residual_normalisation_choice": comparison, "cases": [c.key for c in cases]}
     calibration["cases"] = [c.key for c in cases]
+    calibration["mirror_axes"] = list(cfg.inference.mirror_axes)  # prediction scores as calibrated
     return record, calibration
 
 

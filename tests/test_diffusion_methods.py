@@ -274,6 +274,13 @@ def env(tmp_path_factory):
     with uadnet_folders(tmp_path_factory, "diffusion") as folders:
         make_dataset(folders["UADNET_RAW"], dataset_id=1, kind="3d_iso", n_cases=6, n_test=2, seed=3)
         assert plan_main(["-d", "1", "-np", "1", "--disable_progress_bar", "--device", "cpu"]) == 0
+        # these tests are about the methods' pipelines: no test-time mirroring (it multiplies their sampling cost
+        # by 4 in 2D, 8 in 3D; tests/test_mirroring.py tests it)
+        plans_file = folders["UADNET_PREPROCESSED"] / "Dataset001_3d_iso" / "uadnet_plans.json"
+        plans = json.loads(plans_file.read_text(encoding="utf-8"))
+        for cfg in plans["configurations"].values():
+            cfg["inference"]["mirror_axes"] = []
+        plans_file.write_text(json.dumps(plans, indent=2), encoding="utf-8")
         yield folders
 
 

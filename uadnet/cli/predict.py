@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint=args.checkpoint, save_restorations=args.save_restorations,
         save_uncertainty=args.save_uncertainty, num_parts=args.num_parts,
         part_id=args.part_id, continue_prediction=args.continue_prediction, device=args.device,
-        step_size=args.step_size, mirror_axes=[] if args.disable_tta else None, precision=args.precision, backend=args.backend, fpr=args.fpr,
+        step_size=args.step_size, mirror_axes=[] if args.disable_tta else None, precision=args.precision,
+        backend=args.backend, fpr=args.fpr,
         progress_bar=not args.disable_progress_bar, output_format=args.output_format, model_folder=args.model_folder)
     try:
         with UadnetPredictor(settings) as predictor:

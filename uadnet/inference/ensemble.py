@@ -235,8 +235,8 @@ def _check_recalibratable(m: Member) -> None:
 
 def _member_predictor(m: Member, device: str | None) -> Predictor:
     """The model that predicted member ``m`` (its ``prediction.json``: model folder, folds, checkpoint, ``--fpr``,
-    precision, step size, mirror axes), loaded; ``EnsembleError`` naming the file when the model cannot be loaded or its
-    calibration is no longer the one the member was predicted with."""
+    precision, step size, mirror axes), loaded; ``EnsembleError`` naming the file when the model cannot be loaded
+    or its calibration is no longer the one the member was predicted with."""
     from uadnet.inference.predictor import PredictionSettings, Predictor  # torch: only with --recalibrate
 
     info_file = m.folder / PREDICTION_FILE

@@ -75,9 +75,9 @@ def score_volume_members(scorer: Scorer, volume: np.ndarray, patch_size: Sequenc
                          mirror_axes: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """As :func:`score_volume` with a :class:`uadnet.methods.base.MemberScorer` (its ``members``): ``(score (z, y,
     x), restoration (c, z, y, x), member scores (M, z, y, x))`` float32, each mirrored as ``mirror_axes`` says and
-    each member blended with the same Gaussian weights as the score (so their mean is the score up to rounding; score and restoration are bit for bit those of
-    :func:`score_volume`). Extra memory over :func:`score_volume`: M × the volume's voxels × 4 bytes (twice that
-    briefly while cropping)."""
+    each member blended with the same Gaussian weights as the score (so their mean is the score up to rounding;
+    score and restoration are bit for bit those of :func:`score_volume`). Extra memory over :func:`score_volume`:
+    M × the volume's voxels × 4 bytes (twice that briefly while cropping)."""
     c, scorer = volume.shape[0], mirrored(scorer, check_mirror_axes(mirror_axes, len(patch_size)))
     out = sliding_window_predict(volume, scorer.members, patch_size, 1 + c + scorer.num_members,
                                  step_size=step_size, sigma_scale=sigma_scale, batch_size=batch_size, device=device,

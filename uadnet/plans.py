@@ -156,13 +156,9 @@ class InferencePlan:
     residual_normalisation_quantile: float | None = 0.99
     intensity_novelty: bool = True
     case_score: str = TOP_OVER_MEDIAN  # top 1 % over the median; measured against the plain top 1 % in benchmarks.md
-    mirror_axes: list[int] = field(default_factory=list)  # the planner: every patch axis (measured in benchmarks.md)
+    mirror_axes: list[int] = field(default_factory=list)  # planner: every patch axis; checked by ConfigurationPlan
 
     def __post_init__(self) -> None:
-        try:
-            check_mirror_axes(self.mirror_axes)
-        except ValueError as e:
-            raise PlansError(f"'inference.mirror_axes': {e} (0, 1 in 2D; 0, 1, 2 in 3D; [] for none)") from None
         if not 0 < self.step_size <= 1 or self.coarse_step_size is not None and not \
                 self.step_size <= self.coarse_step_size <= 1:
             raise PlansError(f"'inference.step_size' must be in (0, 1] and 'inference.coarse_step_size' in "

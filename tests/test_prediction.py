@@ -28,15 +28,20 @@ QUIET = ["--disable_progress_bar", "--precision", "fp32"]
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """Five tiny datasets (isotropic 3D with test cases, anisotropic 3D, rotated 2-channel 3D, grey 2D PNG, RGB PNG
-    with one file per case), each planned and trained briefly on fold 0 (the isotropic one on folds 0 and 1, long
-    enough to learn)."""
+    with one file per case), each planned and trained briefly on fold 0; the isotropic one also on fold 1 (briefly: it
+    only has to differ, for the ensembling), its fold 0 long enough to learn."""
     with uadnet_folders(tmp_path_factory, "predict") as folders:
         for i, kind in enumerate(("3d_iso", "3d_aniso", "2ch", "2d_png", "rgb_png"), start=1):
             make_dataset(folders["UADNET_RAW"], dataset_id=i, kind=kind, n_cases=6 if i == 1 else 4,
                          n_test=4 if i == 1 else 2, seed=i)
             assert plan_main(["-d", str(i), "-c", "2d", "-np", "1", "--disable_progress_bar", "--device", "cpu"]) == 0
+            if i == 1:  # the end-to-end test below: the restorer's residual alone must find the lesion
+                plans = folders["UADNET_PREPROCESSED"] / "Dataset001_3d_iso" / "uadnet_plans.json"
+                edited = json.loads(plans.read_text(encoding="utf-8"))
+                edited["configurations"]["2d"]["inference"]["intensity_novelty"] = False
+                plans.write_text(json.dumps(edited, indent=2), encoding="utf-8")
             for fold in ("0", "1") if i == 1 else ("0",):
-                n = "300" if i == 1 else "3"
+                n = "120" if (i, fold) == (1, "0") else "3"
                 assert train_main([str(i), fold, "--iterations", n, "--validation_every", n, *FAST]) == 0
         yield folders
 
@@ -167,8 +172,9 @@ def test_bad_cases_are_reported_and_skipped_and_inputs_protected(paths_env, tmp_
 
 
 def test_end_to_end_an_inserted_bright_lesion_is_found(paths_env, tmp_path):
-    """Healthy-trained model, test cases with a bright sphere (radius 2 mm) in the outer tissue: pooled voxel AP must
-    be far above the lesion prevalence, and each lesion's mean score far above the rest of its brain."""
+    """Healthy-trained model (fold 0, the restorer's residual alone: these plans leave out the intensity-novelty
+    term), test cases with a bright sphere (radius 2 mm) in the outer tissue: pooled voxel AP must be high and each
+    lesion's mean score far above the rest of its brain — levels a restorer trained for 3 iterations misses."""
     raw = _raw(paths_env, 1, "3d_iso")
     inp, labels, out = tmp_path / "in", tmp_path / "labels", tmp_path / "out"
     inp.mkdir()
@@ -188,16 +194,17 @@ def test_end_to_end_an_inserted_bright_lesion_is_found(paths_env, tmp_path):
         spacing, origin, direction = ref.GetSpacing()[::-1], ref.GetOrigin(), ref.GetDirection()
         write_sitk(img, inp / f"{case}_0000.nii.gz", spacing, origin, direction)
         write_sitk(lesion, labels / f"{case}.nii.gz", spacing, origin, direction)
-    assert predict_main(["-i", str(inp), "-o", str(out), "-d", "1", *QUIET]) == 0
+    assert predict_main(["-i", str(inp), "-o", str(out), "-d", "1", "-f", "0", *QUIET]) == 0  # the trained fold
     assert evaluate_main(["-p", str(out), "-g", str(labels), "--disable_progress_bar"]) == 0
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     pooled = summary["pooled"]
-    assert pooled["ap"] > 20 * np.mean(prevalence) and pooled["auroc"] > 0.9, pooled
+    # 120 iterations: AP 1.00, each lesion ~7x its brain; 3 iterations (an untrained restorer): AP 0.37, ~2.4x
+    assert pooled["ap"] > 0.8 and pooled["auroc"] > 0.99 and pooled["ap"] > 100 * np.mean(prevalence), pooled
     for case in ("test_000", "test_001", "test_002"):  # every lesion stands out of its own brain
         amap = sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{case}.nii.gz")))
         lesion = sitk.GetArrayFromImage(sitk.ReadImage(str(labels / f"{case}.nii.gz"))) > 0
         brain = sitk.GetArrayFromImage(sitk.ReadImage(str(inp / f"{case}_0000.nii.gz"))) > 0
-        assert amap[lesion].mean() > 2 * amap[brain & ~lesion].mean(), case
+        assert amap[lesion].mean() > 4 * amap[brain & ~lesion].mean(), case
 
 
 def test_onnxruntime_backend_gives_the_torch_maps(paths_env, tmp_path):

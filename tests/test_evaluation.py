@@ -15,6 +15,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from uadnet.cli.evaluate import main
 from uadnet.evaluation import metrics
 from uadnet.evaluation.evaluator import EvaluationError, evaluate_folder, known_endings, list_cases, split_ending
+from uadnet.scoring.average_precision import class_aps
 
 SPACING = (0.8, 0.8, 3.0)  # SimpleITK order (x, y, z): anisotropic
 ORIGIN = (10.0, -20.0, 5.0)
@@ -72,12 +73,29 @@ def test_undefined_metrics_are_none():
     assert m["fp_fraction_at_threshold"] == pytest.approx(2 / 3) and m["precision_at_threshold"] == 0.0
 
 
-def test_matches_sklearn_on_random_data():
+@pytest.mark.parametrize("kind", ["distinct", "ties", "background"])
+def test_matches_sklearn_on_random_data(kind):
+    """The one-sort ranking curve gives scikit-learn's AP and AUROC: distinct scores, many ties, and a map that is
+    mostly exact zeros (background) with positives among them."""
     rng = np.random.default_rng(1)
     y = rng.random(5000) < 0.1
     s = (rng.normal(size=5000) + 1.5 * y).astype(np.float32)
+    if kind == "ties":
+        s = np.round(s * 2) / 2
+    if kind == "background":
+        s[rng.random(5000) < 0.7] = 0.0
     assert metrics.average_precision(s, y) == pytest.approx(average_precision_score(y, s), rel=1e-12)
     assert metrics.auroc(s, y) == pytest.approx(roc_auc_score(y, s), rel=1e-12)
+    m = metrics.case_metrics(s, y, None)
+    assert (m["ap"], m["auroc"]) == (metrics.average_precision(s, y), metrics.auroc(s, y))
+    labels = np.where(y, rng.integers(1, 3, 5000), 0)  # two classes: each against the healthy voxels
+    aps = class_aps([s], [labels])
+    for c in (1, 2):
+        keep = labels != 3 - c
+        assert aps[c] == pytest.approx(average_precision_score(labels[keep] == c, s[keep]), rel=1e-12)
+    s[3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.auroc(s, y)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

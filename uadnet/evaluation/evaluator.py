@@ -324,9 +324,7 @@ def evaluate_folder(pred_folder: str | os.PathLike, label_folder: str | os.PathL
     s_all, y_all = metrics.pool(pooled_s, pooled_y)
     del pooled_s, pooled_y
     pooled: dict[str, Any] = {"num_voxels": int(s_all.size), "num_positive": int(np.count_nonzero(y_all))}
-    pooled["ap"] = metrics.average_precision(s_all, y_all)
-    pooled["auroc"] = metrics.auroc(s_all, y_all)
-    pooled["best_dice"], pooled["best_dice_threshold"] = metrics.best_dice(s_all, y_all)
+    pooled.update(metrics.ranking_metrics(s_all, y_all))  # ap, auroc, best_dice (+ its threshold): one sort
     del s_all, y_all
     if t_voxel is not None:  # the pooled confusion counts are the sums of the per-case ones
         tp, fp, fn = (sum(r[k] for r in rows) for k in ("tp", "fp", "fn"))

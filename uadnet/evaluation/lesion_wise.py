@@ -137,11 +137,12 @@ def group_summaries(case_groups: Sequence[str], records: Sequence[CaseLesions], 
         members = [i for i, g in enumerate(case_groups) if g == group]
         pooled = sorted(set(members) | healthy)
         s, y = metrics.pool([scores[i] for i in pooled], [labels[i] for i in pooled])
+        ranked = metrics.ranking_metrics(s, y)
         out[group] = {"num_cases": len(members),
                       "num_anomalous_cases": sum(1 for i in members if i not in healthy),
                       "num_healthy_cases_added": len(healthy.difference(members)),
                       "num_voxels": int(s.size), "num_positive": int(np.count_nonzero(y)),
-                      "ap": metrics.average_precision(s, y), "auroc": metrics.auroc(s, y),
+                      "ap": ranked["ap"], "auroc": ranked["auroc"],
                       "lesion_wise": summarize([records[i] for i in members], threshold)}
         del s, y
     return out

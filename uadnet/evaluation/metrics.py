@@ -5,10 +5,12 @@ both are flattened, so any axis order works as long as the two arrays share it. 
 threshold ``t`` when ``score >= t``. A metric that is undefined on the given data (e.g. average precision without
 any positive voxel) is returned as ``None``, never NaN, so results can go straight into JSON.
 
-AP and AUROC come from scikit-learn (exact: every voxel, every distinct score is a threshold). Best Dice is the
-maximum of ``2PR / (P + R)`` over the points of ``sklearn.metrics.precision_recall_curve``: at every threshold
-``Dice = 2TP / (2TP + FP + FN) = 2PR / (P + R)``, so this is the exact optimum over all distinct thresholds. It is
-an oracle (the threshold is chosen on the test labels), reported only for comparison with papers.
+AP, AUROC and best Dice are exact (every voxel; every distinct score is a threshold) and come from one ranking
+curve (:func:`uadnet.scoring.average_precision.ranking_curve`: one sort per class instead of scikit-learn's index
+sort per metric; the definitions are scikit-learn's ``average_precision_score`` and ``roc_auc_score``, which the
+tests compare against). Best Dice is the maximum of ``2TP / (2TP + FP + FN)`` over the curve's thresholds, the
+exact optimum over all distinct thresholds. It is an oracle (the threshold is chosen on the test labels), reported
+only for comparison with papers.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+from sklearn.metrics import average_precision_score, roc_auc_score
 
-from uadnet.scoring.average_precision import pooled_ap
+from uadnet.scoring.average_precision import ap_of_curve, pooled_ap, ranking_curve
 from uadnet.scoring.calibration import case_score
 
 TOP_FRACTION = 0.01  # default case score: mean of the top 1 % voxels of the anomaly map
@@ -53,12 +55,28 @@ def average_precision(scores: np.ndarray, labels: np.ndarray) -> float | None:
     return pooled_ap(scores, labels)
 
 
+def ranking_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float | None]:
+    """``ap``, ``auroc``, ``best_dice`` and ``best_dice_threshold`` from one ranking curve (see the module
+    docstring); each ``None`` where undefined (AP and Dice without positives, AUROC without both classes). Ties of
+    best Dice go to the lowest such threshold."""
+    s, y = _flat(scores, labels)
+    thresholds, tp, fp = ranking_curve(s, y)
+    positives, negatives = int(tp[-1]), int(fp[-1])
+    out: dict[str, float | None] = {"ap": ap_of_curve(tp, fp), "auroc": None, "best_dice": None,
+                                    "best_dice_threshold": None}
+    if positives and negatives:
+        tpr, fpr = np.r_[0.0, tp / positives], np.r_[0.0, fp / negatives]
+        out["auroc"] = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1])) / 2)
+    if positives:
+        dice = 2 * tp / (tp + fp + positives)
+        k = dice.size - 1 - int(np.argmax(dice[::-1]))  # the last maximum: the lowest threshold
+        out["best_dice"], out["best_dice_threshold"] = float(dice[k]), float(thresholds[k])
+    return out
+
+
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float | None:
     """Area under the ROC curve; ``None`` unless both positives and negatives are present."""
-    s, y = _flat(scores, labels)
-    if y.all() or not y.any():
-        return None
-    return float(roc_auc_score(y, s))
+    return ranking_metrics(scores, labels)["auroc"]
 
 
 def best_dice(scores: np.ndarray, labels: np.ndarray) -> tuple[float | None, float | None]:
@@ -66,14 +84,8 @@ def best_dice(scores: np.ndarray, labels: np.ndarray) -> tuple[float | None, flo
 
     ``(None, None)`` without positives. Ties go to the lowest such threshold.
     """
-    s, y = _flat(scores, labels)
-    if not y.any():
-        return None, None
-    precision, recall, thresholds = precision_recall_curve(y, s, drop_intermediate=False)
-    denom = precision + recall
-    dice = np.divide(2 * precision * recall, denom, out=np.zeros_like(denom), where=denom > 0)
-    k = int(np.argmax(dice[:-1]))  # the last point (P=1, R=0: predict nothing) has no threshold and Dice 0
-    return float(dice[k]), float(thresholds[k])
+    m = ranking_metrics(scores, labels)
+    return m["best_dice"], m["best_dice_threshold"]
 
 
 def _threshold_in_dtype(threshold: float, dtype: np.dtype) -> Any:
@@ -138,15 +150,8 @@ def case_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float | None
     ``precision_``, ``recall_at_threshold``, the fraction of normal voxels called anomalous
     (``fp_fraction_at_threshold``, defined for healthy cases too) and the counts ``tp``, ``fp``, ``fn``."""
     s, y = _flat(scores, labels)
-    bd, bd_t = best_dice(s, y)
-    out: dict[str, Any] = {
-        "num_voxels": int(s.size),
-        "num_positive": int(np.count_nonzero(y)),
-        "ap": average_precision(s, y),
-        "auroc": auroc(s, y),
-        "best_dice": bd,
-        "best_dice_threshold": bd_t,
-    }
+    out: dict[str, Any] = {"num_voxels": int(s.size), "num_positive": int(np.count_nonzero(y)),
+                           **ranking_metrics(s, y)}
     keys = ("dice", "precision", "recall", "fp_fraction")
     if threshold is None:
         out.update({f"{k}_at_threshold": None for k in keys})

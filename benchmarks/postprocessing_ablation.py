@@ -26,7 +26,8 @@ VARIANTS = {
     "without component removal": {"min_component_mm3": None},
     "without component removal and median": {"min_component_mm3": None, "median_size_voxels": None},
     "residual normalisation and foreground only": {"min_component_mm3": None, "median_size_voxels": None,
-                                                   "gaussian_sigma_mm": None},
+                                                   "gaussian_sigma_mm": None, "multiscale_sigmas_mm": None,
+                                                   "multiscale_divisors": None},
 }
 
 

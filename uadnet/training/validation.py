@@ -155,7 +155,7 @@ def _decide(healthy: list[np.ndarray], anomalous: list[np.ndarray], cases: Seque
             str(fpr_for_components)]
 
     pp, trials = decide_postprocessing(anomalous, labels, fgs, spacings, in_plane, calibrate_threshold=threshold,
-                                       novelty=novelty, novelty_units=units["anomalous"])
+                                       novelty=novelty, novelty_units=units["anomalous"], healthy_scores=healthy)
     per_class = class_aps(processed(anomalous, pp, "anomalous"), labels)
     after = balanced(per_class) or 0.0  # class_balanced_ap, not computed twice
     return (replace(pp, residual_normalisation=normalisation), trials, after, processed(healthy, pp, "healthy"),

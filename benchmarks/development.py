@@ -119,6 +119,8 @@ def summarize(summary: dict) -> dict:
     bins = {b["bin"]: b["detection_rate"] for b in summary["lesion_wise"]["bins"]}
     return {"pooled_ap": summary["pooled"]["ap"], "best_dice": summary["pooled"]["best_dice"],
             "case_auroc": summary["case_level"]["auroc"], "group_ap": groups, "lesion_detection": bins,
+            "group_case_auroc": {g: v.get("case_auroc") for g, v in (summary.get("groups") or {}).items()
+                                 if v.get("case_auroc") is not None},
             "fp_components_healthy": summary["lesion_wise"]["false_positive_components_in_healthy_cases"]}
 
 

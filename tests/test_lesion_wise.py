@@ -177,7 +177,7 @@ def test_groups(tmp_path, capsys, form):
     assert main(["-p", str(pred), "-g", str(gt), "--threshold", "0.9", "--num_bootstrap", "0", "--groups",
                  str(groups_file), "--disable_progress_bar"]) == 0
     captured = capsys.readouterr()
-    assert "group tumour (2 cases + 2 other healthy): AP" in captured.out
+    assert "group tumour (2 cases + 2 other healthy): voxel AP" in captured.out and "case AUROC" in captured.out
     assert "'unlisted'" in captured.err and "h2" in captured.err
     summary = strict_json(pred / "summary.json")
     assert summary["groups_file"] == str(groups_file)
@@ -191,9 +191,14 @@ def test_groups(tmp_path, capsys, form):
         assert g[name]["ap"] == pytest.approx(average_precision_score(y, s), rel=1e-9)
         assert g[name]["auroc"] == pytest.approx(roc_auc_score(y, s), rel=1e-9)
         assert g[name]["num_cases"] == len(members) and g[name]["num_healthy_cases_added"] == 2
+        # the group's anomalous cases against every healthy one, by the cases' scores (no scores.csv: top 1 %)
+        top = {c: np.sort(data[c][0])[-math.ceil(0.01 * data[c][0].size):].mean() for c in pooled}
+        assert g[name]["case_auroc"] == pytest.approx(
+            roc_auc_score([c in members for c in pooled], [top[c] for c in pooled]), rel=1e-9)
     assert g["tumour"]["ap"] != pytest.approx(g["wmh"]["ap"])
     for name in ("healthy", "unlisted"):
-        assert g[name]["ap"] is None and g[name]["auroc"] is None and g[name]["num_cases"] == 1
+        assert g[name]["ap"] is None and g[name]["auroc"] is None and g[name]["case_auroc"] is None
+        assert g[name]["num_cases"] == 1
         assert g[name]["num_healthy_cases_added"] == 1 and g[name]["lesion_wise"]["all"]["lesions"] == 0
     assert g["tumour"]["lesion_wise"]["all"]["lesions"] == 2 and g["wmh"]["lesion_wise"]["all"]["lesions"] == 2
     # lesion-wise per group: only the group's own cases

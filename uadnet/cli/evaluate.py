@@ -99,8 +99,9 @@ def print_summary(summary: dict[str, Any]) -> None:
         print(f"false-positive components: {lw['false_positive_components']} "
               f"({lw['false_positive_components_in_healthy_cases']} in {lw['num_healthy_cases']} healthy cases)")
     for name, g in (summary.get("groups") or {}).items():
-        print(f"group {name} ({g['num_cases']} cases + {g['num_healthy_cases_added']} other healthy): AP "
-              f"{_fmt(g['ap'])}  AUROC {_fmt(g['auroc'])}  lesions {_detected(g['lesion_wise']['all'])}")
+        print(f"group {name} ({g['num_cases']} cases + {g['num_healthy_cases_added']} other healthy): voxel AP "
+              f"{_fmt(g['ap'])}  voxel AUROC {_fmt(g['auroc'])}  case AUROC {_fmt(g['case_auroc'])}  "
+              f"lesions {_detected(g['lesion_wise']['all'])}")
     print(f"wrote {summary['files']['summary']} and {summary['files']['per_case']}")
 
 

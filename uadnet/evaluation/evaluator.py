@@ -320,7 +320,8 @@ def evaluate_folder(pred_folder: str | os.PathLike, label_folder: str | os.PathL
         if unlisted:
             note(f"{len(unlisted)} case(s) not in {groups} are in group '{lesion_wise.UNLISTED_GROUP}': "
                  f"{', '.join(unlisted[:10])}{' ...' if len(unlisted) > 10 else ''}")
-        group_summary = lesion_wise.group_summaries(case_groups, lesions, pooled_s, pooled_y, t_voxel)
+        group_summary = lesion_wise.group_summaries(case_groups, lesions, pooled_s, pooled_y, t_voxel,
+                                                    [r["score"] for r in rows])
     s_all, y_all = metrics.pool(pooled_s, pooled_y)
     del pooled_s, pooled_y
     pooled: dict[str, Any] = {"num_voxels": int(s_all.size), "num_positive": int(np.count_nonzero(y_all))}

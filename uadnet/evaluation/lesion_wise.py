@@ -127,10 +127,13 @@ def summarize(records: Sequence[CaseLesions], threshold: float | None) -> dict[s
 
 
 def group_summaries(case_groups: Sequence[str], records: Sequence[CaseLesions], scores: Sequence[np.ndarray],
-                    labels: Sequence[np.ndarray], threshold: float | None) -> dict[str, dict[str, Any]]:
+                    labels: Sequence[np.ndarray], threshold: float | None,
+                    case_scores: Sequence[float] | None = None) -> dict[str, dict[str, Any]]:
     """Per group (``case_groups[i]`` is the group of case ``i``): pooled voxel AP and AUROC over the group's cases
-    *plus all healthy cases* (so false positives on healthy cases count against every group), and the lesion-wise
-    summary of the group's own cases. ``scores``/``labels`` are the flattened per-case arrays."""
+    *plus all healthy cases* (so false positives on healthy cases count against every group), the lesion-wise
+    summary of the group's own cases and, with ``case_scores`` (one per case), the case-level AUROC of the group's
+    anomalous cases against all healthy ones (``case_auroc``; None without both). ``scores``/``labels`` are the
+    flattened per-case arrays."""
     healthy = {i for i, r in enumerate(records) if r.healthy}
     out: dict[str, dict[str, Any]] = {}
     for group in sorted(set(case_groups)):
@@ -138,11 +141,15 @@ def group_summaries(case_groups: Sequence[str], records: Sequence[CaseLesions], 
         pooled = sorted(set(members) | healthy)
         s, y = metrics.pool([scores[i] for i in pooled], [labels[i] for i in pooled])
         ranked = metrics.ranking_metrics(s, y)
+        case_auroc = None
+        if case_scores is not None:
+            case_auroc = metrics.case_level_metrics([case_scores[i] for i in pooled],
+                                                    [i not in healthy for i in pooled])["auroc"]
         out[group] = {"num_cases": len(members),
                       "num_anomalous_cases": sum(1 for i in members if i not in healthy),
                       "num_healthy_cases_added": len(healthy.difference(members)),
                       "num_voxels": int(s.size), "num_positive": int(np.count_nonzero(y)),
-                      "ap": ranked["ap"], "auroc": ranked["auroc"],
+                      "ap": ranked["ap"], "auroc": ranked["auroc"], "case_auroc": case_auroc,
                       "lesion_wise": summarize([records[i] for i in members], threshold)}
         del s, y
     return out

@@ -5,8 +5,11 @@
 Reads the prediction folders ``ROOT/predictions/<dataset>/<variant>`` written by ``benchmarks/development.py`` (the
 anomaly maps on the input grid) and the development test set's ``dataset.json``; every reduction of
 :data:`uadnet.scoring.calibration.CASE_SCORE_REDUCTIONS` is computed by :func:`uadnet.scoring.calibration.case_score`
-over the foreground (nonzero input voxels) of each map. The predictor computes the same reductions on the
-preprocessed grid, so the figures here are close to, not identical with, a run's ``scores.csv``. Case AUROC overall
+over the foreground (nonzero input voxels) of each map, except those fitted on the healthy validation maps
+(``top_fractions_over_median_vs_healthy``, which these folders do not hold: its figures come from development rows
+run with it, ``benchmarks/development.py --set configuration.inference.case_score=...``). The predictor computes
+the same reductions on the preprocessed grid, so the figures here are close to, not identical with, a run's
+``scores.csv``. Case AUROC overall
 and per lesion kind (that kind's cases against the healthy ones). ``--write`` puts the table into
 documentation/benchmarks.md.
 """
@@ -36,7 +39,7 @@ def _read(path: Path) -> np.ndarray:
 def reduction_aurocs(root: Path, dataset: str, variant: str) -> dict[str, dict[str, float]]:
     """``{reduction: {"all": AUROC, <kind>: AUROC, "cases": n}}`` for one development run's prediction folder."""
     from uadnet.evaluation.evaluator import list_cases
-    from uadnet.scoring.calibration import CASE_SCORE_REDUCTIONS, case_score
+    from uadnet.scoring.calibration import CASE_SCORE_REDUCTIONS, CaseScore, case_score
     from uadnet.utilities.file_io import load_json
 
     raw = root / "raw" / DATASETS[dataset][1]
@@ -47,13 +50,14 @@ def reduction_aurocs(root: Path, dataset: str, variant: str) -> dict[str, dict[s
     for path in sorted((raw / "imagesTs").iterdir()):
         images.setdefault(path.name[: -len(ending)].rsplit("_", 1)[0], []).append(path)
     maps = list_cases(folder, skip_derived=True)
-    scores: dict[str, list[float]] = {r: [] for r in CASE_SCORE_REDUCTIONS}
+    fixed = [r for r in CASE_SCORE_REDUCTIONS if CaseScore(r).is_fitted]  # the others fit on healthy validation maps
+    scores: dict[str, list[float]] = {r: [] for r in fixed}
     labels = []
     for case in sorted(kinds):
         amap = np.asarray(_read(maps[case])[0], np.float32)
         image = np.concatenate([_read(p) for p in images[case]])
         foreground = np.any(image != 0, axis=0).reshape(amap.shape)
-        for r in CASE_SCORE_REDUCTIONS:
+        for r in fixed:
             scores[r].append(case_score(amap, foreground, reduction=r))
         labels.append(kinds[case])
     labels_arr = np.asarray(labels)

@@ -336,10 +336,17 @@ def test_the_case_score_is_computed_as_its_threshold_was_calibrated(paths_env, t
     settings = PredictionSettings(tmp_path, tmp_path / "o", 1, folds=["0"], precision="fp32", progress_bar=False)
     scores = {}
     try:
+        fitted = json.loads(saved)["case_score"]  # the planned default, fitted on the healthy validation maps
+        assert fitted["reduction"] == "top_fractions_over_median_vs_healthy" and fitted["top_fractions"] == [0.01, 1e-4]
+        assert len(fitted["healthy_ratios"]) == 2 and min(fitted["healthy_ratios"]) >= 1.0  # top ≥ median
+        predictor = Predictor(settings)
+        assert predictor.case_score.healthy_ratios == tuple(fitted["healthy_ratios"])
+        ramp = np.arange(1.0, 1e4 + 1.0)  # top 1 % over the median 9950.5 / 5000.5, top 0.01 % 10000 / 5000.5
+        assert predictor.case_score(ramp) == pytest.approx(max(r / h for r, h in zip(
+            (9950.5 / 5000.5, 10000 / 5000.5), fitted["healthy_ratios"])))
         for fraction in (0.01, 0.2):
             data = json.loads(saved)
-            assert data["case_score"]["top_fraction"] == 0.01
-            data["case_score"]["top_fraction"] = fraction
+            data["case_score"] = {"reduction": "mean_of_top_fraction", "top_fraction": fraction}
             calibration.write_text(json.dumps(data))
             predictor = Predictor(settings)
             assert predictor.case_score.top_fraction == fraction
@@ -347,6 +354,10 @@ def test_the_case_score_is_computed_as_its_threshold_was_calibrated(paths_env, t
         data["case_score"]["reduction"] = "median"
         calibration.write_text(json.dumps(data))
         with pytest.raises(ValueError, match="'median', which this uadnet version does not know"):
+            Predictor(settings)
+        data["case_score"] = {k: v for k, v in fitted.items() if k != "healthy_ratios"}
+        calibration.write_text(json.dumps(data))
+        with pytest.raises(ValueError, match="calibration.json: .*recalibrate"):
             Predictor(settings)
     finally:
         calibration.write_bytes(saved)

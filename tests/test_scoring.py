@@ -11,6 +11,7 @@ from uadnet.methods.cold_ensemble import ColdEnsembleScorer
 from uadnet.methods.cold_multistep import ColdMultistepScorer
 from uadnet.scoring.calibration import (
     MEAN_OF_TOP,
+    TOP_FRACTIONS_VS_HEALTHY,
     TOP_OVER_MEDIAN,
     CaseScore,
     calibrate,
@@ -108,7 +109,7 @@ def test_case_score_over_the_median_divides_by_the_cases_median_voxel():
 def test_the_plans_choose_the_case_score_and_refuse_unknown_ones():
     from uadnet.plans import InferencePlan, PlansError
 
-    assert InferencePlan().case_score == TOP_OVER_MEDIAN
+    assert InferencePlan().case_score == TOP_FRACTIONS_VS_HEALTHY
     assert InferencePlan(case_score=MEAN_OF_TOP).case_score == MEAN_OF_TOP
     with pytest.raises(PlansError, match="'inference.case_score' must be one of .* got 'max'"):
         InferencePlan(case_score="max")
@@ -124,6 +125,52 @@ def test_calibration_writes_how_its_case_scores_were_computed_and_reads_it_back(
     assert calib["case_threshold"] == pytest.approx(np.median([spec(s) for s in scores]))
     assert case_score_as_calibrated({}) == CaseScore(MEAN_OF_TOP, 0.01)  # files written before the key
     assert calibrate(scores, fgs)["case_score"]["reduction"] == MEAN_OF_TOP  # the baselines' default
+
+
+def _flat_with_top(n_high: int, high: float, n: int = 10000) -> np.ndarray:
+    """``n`` voxels at 1 (the median) of which the first ``n_high`` are at ``high``."""
+    m = np.ones(n, np.float32)
+    m[:n_high] = high
+    return m
+
+
+def test_case_score_against_healthy_cases_takes_the_scale_a_case_stands_out_at():
+    healthy = [_flat_with_top(100, 2.0), _flat_with_top(100, 8.0)]  # top 1 % and top 0.01 % over the median: 2, 8
+    spec = CaseScore(TOP_FRACTIONS_VS_HEALTHY)
+    assert spec.top_fractions == (0.01, 0.0001) and not spec.is_fitted
+    with pytest.raises(ValueError, match="fit it first"):
+        spec(healthy[0])
+    with pytest.raises(ValueError, match="fitted on healthy maps: use CaseScore"):
+        case_score(healthy[0], reduction=TOP_FRACTIONS_VS_HEALTHY)
+    fitted = spec.fitted(healthy, [None, None])
+    assert fitted.healthy_ratios == pytest.approx((4.0, 4.0))  # geometric means of (2, 8)
+    spot = _flat_with_top(1, 40.0)  # one voxel: top 1 % = (40 + 99) / 100, top 0.01 % = 40
+    large = _flat_with_top(100, 6.0)
+    assert fitted(spot) == pytest.approx(40.0 / 4.0) and fitted(large) == pytest.approx(6.0 / 4.0)
+    assert [fitted(h) for h in healthy] == pytest.approx([0.5, 2.0])
+    over = CaseScore(TOP_OVER_MEDIAN)  # the top 1 % alone ranks the spot below the second healthy case
+    assert over(spot) == pytest.approx(1.39) and over(spot) < over(healthy[1])
+    assert fitted(spot) > max(fitted(h) for h in healthy)
+    assert fitted(spot * 3) == pytest.approx(fitted(spot))  # a map that runs 3x higher everywhere: same score
+    calib = calibrate(healthy, [None, None], case_quantile=0.5, spec=spec)  # fitted on the calibration maps
+    assert calib["case_score"] == {"reduction": TOP_FRACTIONS_VS_HEALTHY, "top_fractions": [0.01, 0.0001],
+                                   "healthy_ratios": pytest.approx([4.0, 4.0])}
+    assert calib["case_threshold"] == pytest.approx(1.25)  # median of the healthy 0.5 and 2
+    assert case_score_as_calibrated(calib)(spot) == pytest.approx(10.0)
+    with pytest.raises(ValueError, match="calibration.json: .*without its healthy ratios.*recalibrate"):
+        case_score_as_calibrated({"case_score": {"reduction": TOP_FRACTIONS_VS_HEALTHY, "top_fractions": [0.01],
+                                                 "healthy_ratios": []}})
+    with pytest.raises(ValueError, match="one positive value per top fraction"):
+        CaseScore(TOP_FRACTIONS_VS_HEALTHY, healthy_ratios=(1.0,))
+
+
+def test_folds_average_their_healthy_ratios_and_must_compute_alike():
+    a = CaseScore(TOP_FRACTIONS_VS_HEALTHY, healthy_ratios=(4.0, 4.0))
+    b = CaseScore(TOP_FRACTIONS_VS_HEALTHY, healthy_ratios=(1.0, 16.0))
+    assert CaseScore.mean_of([a, b]).healthy_ratios == pytest.approx((2.0, 8.0))
+    assert CaseScore.mean_of([CaseScore(TOP_OVER_MEDIAN)] * 2) == CaseScore(TOP_OVER_MEDIAN)
+    with pytest.raises(ValueError, match="computed their case scores differently"):
+        CaseScore.mean_of([a, CaseScore(TOP_OVER_MEDIAN)])
 
 
 def test_calibration_thresholds_are_healthy_quantiles():

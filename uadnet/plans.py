@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from uadnet import __version__
-from uadnet.scoring.calibration import CASE_SCORE_REDUCTIONS, TOP_OVER_MEDIAN
+from uadnet.scoring.calibration import CASE_SCORE_REDUCTIONS, TOP_FRACTIONS_VS_HEALTHY
 from uadnet.scoring.mirroring import check_mirror_axes
 from uadnet.utilities.file_io import load_json, save_json
 from uadnet.utilities.typed_sections import PlansError, section_from_dict  # both also used from here by plugins
@@ -142,8 +142,8 @@ class InferencePlan:
     healthy voxels (:mod:`uadnet.postprocessing.intensity_novelty`); false never adds it. ``coarse_step_size``:
     if set (e.g. 1.0), after training validation also scores with this (faster) step where it places other tiles, and
     prediction uses it unless it loses validation AP (:func:`uadnet.training.validation.choose_step_and_calibrate`).
-    ``case_score``: how a map becomes a case score (:func:`uadnet.scoring.calibration.case_score`), for the healthy
-    validation cases that set the case threshold and for every predicted case. ``mirror_axes``: test-time mirroring
+    ``case_score``: how a map becomes a case score (:class:`uadnet.scoring.calibration.CaseScore`), for the healthy
+    validation cases that set the case threshold (and fit its healthy statistics) and for every predicted case. ``mirror_axes``: test-time mirroring
     (patch axes: 2D 0 = y, 1 = x; 3D 0 = z, 1 = y, 2 = x) for the postprocessing choice, calibration and
     prediction (not the periodic validation that picks the best checkpoint): the map is the mean over the 2^n
     mirrorings of n axes, 2^n × the scoring time (``uadnet_predict --disable_tta`` turns it off, with a warning:
@@ -155,7 +155,7 @@ class InferencePlan:
     batch_size: int = 4
     residual_normalisation_quantile: float | None = 0.99
     intensity_novelty: bool = True
-    case_score: str = TOP_OVER_MEDIAN  # top 1 % over the median; measured against the plain top 1 % in benchmarks.md
+    case_score: str = TOP_FRACTIONS_VS_HEALTHY  # top 1 % / 0.01 % over the median vs healthy (benchmarks.md)
     mirror_axes: list[int] = field(default_factory=list)  # planner: every patch axis; checked by ConfigurationPlan
 
     def __post_init__(self) -> None:

@@ -40,7 +40,7 @@ from uadnet.plans import PLANS_FILE
 from uadnet.postprocessing import apply_postprocessing
 from uadnet.preprocessing.preprocessor import PreprocessedCase, preprocess_case, revert_preprocessing
 from uadnet.run_settings import resolve_run_settings
-from uadnet.scoring.calibration import case_score_as_calibrated
+from uadnet.scoring.calibration import CaseScore, case_score_as_calibrated
 from uadnet.scoring.mirroring import check_mirror_axes
 from uadnet.scoring.scorers import score_volume, score_volume_members
 from uadnet.utilities import checkpoints as ckpt
@@ -163,11 +163,11 @@ class Predictor:
             if key not in f.calibration["voxel_thresholds"]:
                 raise PredictionError(f"--fpr {settings.fpr} was not calibrated; {f.folder / 'calibration.json'} has "
                                       f"{sorted(f.calibration['voxel_thresholds'])}")
-        specs = {case_score_as_calibrated(f.calibration) for f in self.folds}
-        if len(specs) > 1:
-            raise PredictionError(f"the folds computed their case scores differently ({sorted(map(str, specs))}): their "
-                                  "case thresholds cannot be averaged; predict with folds calibrated alike (-f)")
-        self.case_score = specs.pop()  # the case score as its threshold was calibrated
+        specs = [case_score_as_calibrated(f.calibration) for f in self.folds]
+        if len({s.kind for s in specs}) > 1:
+            raise PredictionError(f"the folds computed their case scores differently ({sorted({str(s.kind) for s in specs})}"
+                                  "): their case thresholds cannot be averaged; predict with folds calibrated alike (-f)")
+        self.case_score = CaseScore.mean_of(specs)  # as the thresholds were calibrated (healthy statistics averaged)
         # the fold ensemble's thresholds: mean of the folds' (each calibrated on its own healthy validation cases)
         self.voxel_threshold = float(np.mean([f.calibration["voxel_thresholds"][key] for f in self.folds]))
         self.case_threshold = float(np.mean([f.calibration["case_threshold"] for f in self.folds]))

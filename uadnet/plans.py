@@ -145,10 +145,9 @@ class InferencePlan:
     ``case_score``: how a map becomes a case score (:class:`uadnet.scoring.calibration.CaseScore`), for the healthy
     validation cases that set the case threshold (and fit its healthy statistics) and for every predicted case.
     ``mirror_axes``: test-time mirroring (patch axes: 2D 0 = y, 1 = x; 3D 0 = z, 1 = y, 2 = x) for the
-    postprocessing choice, calibration and
-    prediction (not the periodic validation that picks the best checkpoint): the map is the mean over the 2^n
-    mirrorings of n axes, 2^n × the scoring time (``uadnet_predict --disable_tta`` turns it off, with a warning:
-    the thresholds were calibrated with it); ``[]``: none (plans written before it)."""
+    postprocessing choice, calibration and prediction (not the periodic validation that picks the best checkpoint):
+    the map is the mean over the 2^n mirrorings of n axes, 2^n × the scoring time (``uadnet_predict --disable_tta``
+    turns it off, with a warning: the thresholds were calibrated with it); ``[]``: none (plans written before it)."""
 
     step_size: float = 0.5
     coarse_step_size: float | None = None  # 1.0 measured: case AUROC lower on 4 of 4 photograph models

@@ -15,7 +15,8 @@ import skimage.io
 from tests.synthetic import write_sitk
 from uadnet.cli.plot_overlays import main
 from uadnet.visualization.figures import plt
-from uadnet.visualization.overlays import find_cases, load_case, pick_slices, render_case, report_html
+from uadnet.visualization.overlays import find_cases, load_case, pick_slices, render_case
+from uadnet.visualization.report_page import report_html
 
 SHAPE, SPACING = (8, 20, 24), (4.0, 1.0, 0.5)  # (z, y, x), mm
 HOT = (2, 5, 6)  # slices of the 3D case holding the anomaly (largest map sums)

@@ -19,7 +19,8 @@ import uadnet
 from tests.synthetic import make_dataset, uadnet_folders
 from uadnet.cli.plan_and_preprocess import main as plan_main
 from uadnet.cli.train import main as train_main
-from uadnet.training.trainer import Trainer, TrainerSettings, learning_rate
+from uadnet.training.schedule import learning_rate
+from uadnet.training.trainer import Trainer, TrainerSettings
 from uadnet.utilities import checkpoints as ckpt
 
 FAST = ["--precision", "fp32", "-np", "0", "--disable_progress_bar"]

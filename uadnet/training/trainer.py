@@ -15,7 +15,6 @@ so a run interrupted and continued with ``--c`` ends with the weights of an unin
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import statistics
@@ -41,6 +40,7 @@ from uadnet.training.distributed import init_distributed, shutdown_distributed
 from uadnet.training.ema import EMA
 from uadnet.training.model_folder import copy_plans, refuse_mixed_plans
 from uadnet.training.progress import TrainingLog, empty_history, plot_progress
+from uadnet.training.schedule import learning_rate
 from uadnet.training.validation import choose_step_and_calibrate, make_validation_set, validation_ap
 from uadnet.utilities import checkpoints as ckpt
 from uadnet.utilities.file_io import load_json, save_json
@@ -73,18 +73,6 @@ class TrainerSettings:
     validate: bool = True
     calibrate: bool = True
     progress_bar: bool = True
-
-
-def learning_rate(iteration: int, total: int, base: float, warmup: int, schedule: str = "cosine") -> float:
-    """Linear warm-up over ``warmup`` iterations, then cosine decay to 0 at ``total`` (or constant)."""
-    if iteration < warmup:
-        return base * (iteration + 1) / warmup
-    if schedule == "constant":
-        return base
-    if schedule != "cosine":
-        raise ValueError(f"training.lr_schedule '{schedule}' is not supported; use 'cosine' or 'constant'")
-    progress = (iteration - warmup) / max(1, total - warmup)
-    return base * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 def output_folder(dataset_name: str, method: str, plans_name: str, configuration: str, fold: int | str) -> Path:

@@ -197,7 +197,8 @@ def run(root: Path, dataset: str, variant: str, edits: list[str], iterations: in
 # how the rows were trained (records without the field: bf16, the only precision used before it)
 PRECISION_LABELS = {"bf16": "with bf16 autocast", "fp32": "in fp32"}
 # how the case scores behind "case AUROC" were computed (records without the field: the plain top 1 %, then the only one)
-CASE_SCORE_LABELS = {"mean_of_top_fraction": "top 1 %", "mean_of_top_fraction_over_median": "top 1 % / median"}
+CASE_SCORE_LABELS = {"mean_of_top_fraction": "top 1 %", "mean_of_top_fraction_over_median": "top 1 % / median",
+                     "top_fractions_over_median_vs_healthy": "top 1 % and 0.01 % vs healthy"}
 
 
 def _f(v: Any) -> str:

@@ -164,10 +164,11 @@ class Predictor:
                 raise PredictionError(f"--fpr {settings.fpr} was not calibrated; {f.folder / 'calibration.json'} has "
                                       f"{sorted(f.calibration['voxel_thresholds'])}")
         specs = [case_score_as_calibrated(f.calibration) for f in self.folds]
-        if len({s.kind for s in specs}) > 1:
-            raise PredictionError(f"the folds computed their case scores differently ({sorted({str(s.kind) for s in specs})}"
-                                  "): their case thresholds cannot be averaged; predict with folds calibrated alike (-f)")
-        self.case_score = CaseScore.mean_of(specs)  # as the thresholds were calibrated (healthy statistics averaged)
+        try:  # as the thresholds were calibrated (healthy statistics averaged over the folds)
+            self.case_score = CaseScore.mean_of(specs)
+        except ValueError as e:
+            raise PredictionError(f"{e}: their case thresholds cannot be averaged; predict with folds calibrated "
+                                  "alike (-f)") from None
         # the fold ensemble's thresholds: mean of the folds' (each calibrated on its own healthy validation cases)
         self.voxel_threshold = float(np.mean([f.calibration["voxel_thresholds"][key] for f in self.folds]))
         self.case_threshold = float(np.mean([f.calibration["case_threshold"] for f in self.folds]))

@@ -195,3 +195,46 @@ def test_decide_takes_the_multiscale_maximum_where_a_gaussian_would_erase_small_
     assert step["multiscale_max"]["kept"]
     assert step["multiscale_max"]["ap_per_class"]["1"] > 2 * step["none"]["ap_per_class"]["1"]
     assert step["multiscale_max"]["ap_per_class"]["2"] >= 0.95 * step["none"]["ap_per_class"]["2"]
+
+
+def test_case_scale_brings_each_case_to_the_reference_and_limits_the_factor():
+    from uadnet.postprocessing.postprocessing import CASE_SCALE_LIMIT, scale_to_case
+
+    score = np.linspace(0.0, 1.0, 101, dtype=np.float32).reshape(1, 1, 101)  # median 0.5
+    fg = np.ones_like(score, bool)
+    pp = Postprocessing(case_scale_quantile=0.5, case_scale_reference=1.0)
+    out = apply_postprocessing(score, fg, (1, 1, 1), pp)
+    np.testing.assert_allclose(out, 2.0 * score, rtol=1e-6)  # × reference / own median = 1 / 0.5
+    np.testing.assert_allclose(apply_postprocessing(3.0 * score, fg, (1, 1, 1), pp), out, rtol=1e-6)
+    inside = np.zeros_like(fg)
+    inside[..., :51] = True  # the quantile is taken inside the foreground only: median 0.25 there
+    np.testing.assert_allclose(apply_postprocessing(score, inside, (1, 1, 1), pp), 4.0 * score, rtol=1e-6)
+    flat = np.zeros_like(score)  # own median 0: divided by reference / limit, not by 0
+    np.testing.assert_array_equal(scale_to_case(flat, fg, 0.5, 1.0), flat)
+    np.testing.assert_allclose(scale_to_case(score, fg, 0.5, 8.0), CASE_SCALE_LIMIT * score, rtol=1e-6)
+    high = np.full_like(score, 100.0)  # own median 100 × the reference: scaled down by the limit only
+    np.testing.assert_allclose(scale_to_case(high, fg, 0.5, 1.0), high / CASE_SCALE_LIMIT, rtol=1e-6)
+    assert Postprocessing.from_dict(pp.to_dict()) == pp
+    with pytest.raises(ValueError, match="case scale"):
+        scale_to_case(score, fg, 0.5, 0.0)
+
+
+def test_decide_takes_the_case_scale_when_whole_maps_differ_between_cases():
+    """Each case's map (noise and lesion alike) runs at its own level, 1× to 4×: within a case the lesion ranks
+    first, pooled over cases the loud cases' noise outranks the quiet cases' lesions; the case scale undoes it."""
+    rng = np.random.default_rng(2)
+    scores, labels = [], []
+    for level in (1.0, 2.0, 3.0, 4.0):
+        label = np.zeros((1, 40, 40), bool)
+        label[0, 10:16, 10:16] = True
+        scores.append((level * (rng.random(label.shape) + 1.2 * label)).astype(np.float32))
+        labels.append(label)
+    fgs = [np.ones((1, 40, 40), bool)] * 4
+    pp, trials = decide_postprocessing(scores, labels, fgs, [(1.0, 1.0, 1.0)] * 4, in_plane_only=True)
+    step = {t["step"]: t for t in trials}
+    assert {"case_scale_q0.5", "case_scale_q0.75"} <= set(step)
+    assert pp.case_scale_quantile in (0.5, 0.75) and pp.case_scale_reference > 0
+    assert max(step["case_scale_q0.5"]["ap"], step["case_scale_q0.75"]["ap"]) > step["none"]["ap"] + 0.1
+    done = [apply_postprocessing(s, f, (1, 1, 1), pp, True) for s, f in zip(scores, fgs)]
+    medians = [np.quantile(d, pp.case_scale_quantile) for d in done]
+    np.testing.assert_allclose(medians, pp.case_scale_reference, rtol=1e-5)

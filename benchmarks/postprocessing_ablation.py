@@ -3,9 +3,9 @@
     python benchmarks/postprocessing_ablation.py --root ROOT --dataset 991 --plans uadnet_plans_mse_rn99
 
 ``ROOT`` holds a trained model and its development dataset (``UADNET_RAW``/``PREPROCESSED``/``RESULTS`` under it,
-e.g. a ``benchmarks/development.py`` root). Predicts the dataset's ``imagesTs`` with fold 0 five times — the
-postprocessing the fold chose on validation, then without the case scale, without component removal, without it
-and the median filter, and with the residual normalisation, foreground mask and intensity novelty only — and evaluates each with ``uadnet_evaluate
+e.g. a ``benchmarks/development.py`` root). Predicts the dataset's ``imagesTs`` with fold 0 four times — the
+postprocessing the fold chose on validation, then without component removal, without it and the median filter,
+and with the residual normalisation, foreground mask and intensity novelty only — and evaluates each with ``uadnet_evaluate
 --groups dataset.json`` (pooled AP, case AUROC, AP per lesion kind). The development test set, not the demo's.
 """
 
@@ -23,13 +23,11 @@ from _common import cpu_label, use_root
 
 VARIANTS = {
     "as chosen on validation": {},
-    "without the case scale": {"case_scale_quantile": None, "case_scale_reference": None},
     "without component removal": {"min_component_mm3": None},
     "without component removal and median": {"min_component_mm3": None, "median_size_voxels": None},
     "residual normalisation, foreground and novelty only": {"min_component_mm3": None, "median_size_voxels": None,
                                                    "gaussian_sigma_mm": None, "multiscale_sigmas_mm": None,
-                                                   "multiscale_divisors": None, "case_scale_quantile": None,
-                                                   "case_scale_reference": None},
+                                                   "multiscale_divisors": None},
 }
 
 

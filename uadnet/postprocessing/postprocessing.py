@@ -8,9 +8,7 @@ validation quantile: small spots keep their unsmoothed score, large changes gain
 (size in voxels, in-plane only for 2D); removal of connected components of
 ``score ≥ component_threshold`` smaller than ``min_component_mm3`` (their scores are set to 0); the
 intensity-novelty term, on the foreground (:mod:`uadnet.postprocessing.intensity_novelty`; needs the preprocessed
-image), after the smoothing so that no smoothing erases the small spots it finds; last the case scale (the map
-divided by a quantile of its own foreground scores, times that quantile on a typical validation case, so that a
-case whose whole map runs higher or lower — noise, contrast — is put on the footing of the others). Which steps are
+image), last so that no smoothing erases the small spots it finds. Which steps are
 used is decided greedily on validation maps with synthetic anomalies: each candidate is kept only if it raises
 the validation average precision (:func:`decide_postprocessing`), and the result is stored as ``postprocessing.json``.
 """
@@ -33,8 +31,6 @@ MIN_GAIN = 0.001  # absolute AP a step must add to be kept
 NOVELTY_WEIGHTS = (1.0, 2.0, 4.0)  # intensity-novelty weights tried on validation, in turn, like any other step
 MULTISCALE_FACTORS = (0.0, 1.0, 2.0, 4.0)  # σ of the multi-scale maximum, in voxels of the smallest spacing
 MULTISCALE_QUANTILE = 0.99  # each scale divided by this quantile of its healthy validation foreground scores
-CASE_SCALE_QUANTILES = (0.5, 0.75)  # case scale: quantiles of the case's own foreground map tried on validation
-CASE_SCALE_LIMIT = 4.0  # the case's quantile is clipped to [reference / 4, reference · 4] before dividing
 
 
 @dataclass(frozen=True)
@@ -48,8 +44,6 @@ class Postprocessing:
     component_threshold: float | None = None
     residual_normalisation: ResidualNormalisation | None = None
     intensity_novelty: IntensityNovelty | None = None  # used when its weight > 0
-    case_scale_quantile: float | None = None  # the case scale: this quantile of the case's foreground map …
-    case_scale_reference: float | None = None  # … is brought to this value (the validation cases' median of it)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -113,30 +107,7 @@ def apply_postprocessing(score: np.ndarray, foreground: np.ndarray | None, spaci
         else:
             term = novelty.term(image)
         out += term if foreground is None else np.where(np.asarray(foreground) != 0, term, np.float32(0))
-    if pp.case_scale_quantile is not None:
-        out = scale_to_case(out, foreground, pp.case_scale_quantile, pp.case_scale_reference)
     return out
-
-
-def case_quantile(score: np.ndarray, foreground: np.ndarray | None, quantile: float) -> float:
-    """The ``quantile`` of the case's scores inside ``foreground`` (all voxels when it is None or empty)."""
-    values = np.asarray(score)
-    if foreground is not None and np.any(foreground):
-        values = values[np.asarray(foreground) != 0]
-    return float(np.quantile(values, quantile))
-
-
-def scale_to_case(score: np.ndarray, foreground: np.ndarray | None, quantile: float | None,
-                  reference: float | None) -> np.ndarray:
-    """``score · reference / q`` with ``q`` the case's own ``quantile`` (:func:`case_quantile`) clipped to
-    ``[reference / CASE_SCALE_LIMIT, reference · CASE_SCALE_LIMIT]`` — a degenerate map (q ≈ 0) or one whose lesion
-    covers most of the foreground is scaled by at most that factor."""
-    if quantile is None or not 0.0 < quantile < 1.0 or reference is None or not reference > 0:
-        raise ValueError(f"case scale: need a quantile in (0, 1) and a positive reference, got {quantile} and "
-                         f"{reference} (postprocessing.json)")
-    own = min(max(case_quantile(score, foreground, quantile), reference / CASE_SCALE_LIMIT),
-              reference * CASE_SCALE_LIMIT)
-    return np.asarray(score, np.float32) * np.float32(reference / own)
 
 
 def _smooth(score: np.ndarray, sigma_mm: float, spacing: Sequence[float], in_plane_only: bool) -> np.ndarray:
@@ -194,9 +165,8 @@ def decide_postprocessing(scores: Sequence[np.ndarray], labels: Sequence[np.ndar
     With a fitted ``novelty`` and each case's term at weight 1 (``novelty_units``), the intensity-novelty weights
     ``NOVELTY_WEIGHTS`` are tried last (the term is added after the other steps). With ``healthy_scores`` (maps of
     the same cases without anomalies: same foregrounds and spacings), the multi-scale maximum (σ =
-    ``MULTISCALE_FACTORS`` voxels, fitted on them) is tried after the Gaussians, in their place. The case scale is
-    tried last, at each of ``CASE_SCALE_QUANTILES`` (its reference: the median over the validation maps of their own
-    quantile). Returns the choice and a log of every trial (JSON-ready)."""
+    ``MULTISCALE_FACTORS`` voxels, fitted on them) is tried after the Gaussians, in their place. Returns the choice
+    and a log of every trial (JSON-ready)."""
     units = list(novelty_units) if novelty_units is not None else [None] * len(scores)
 
     def ap_of(pp: Postprocessing) -> tuple[float, dict[str, float]]:
@@ -241,15 +211,7 @@ def decide_postprocessing(scores: Sequence[np.ndarray], labels: Sequence[np.ndar
             if pp.min_component_mm3 is None:
                 trial(f"remove_components_below_{voxels}_voxels",
                       replace(pp, min_component_mm3=voxels * voxel_mm3, component_threshold=float(threshold)))
-    if novelty is not None and novelty_units is not None:  # late: tried first, it cost large lesions (benchmarks.md)
+    if novelty is not None and novelty_units is not None:  # last: tried first, it cost large lesions (benchmarks.md)
         for weight in NOVELTY_WEIGHTS:
             trial(f"intensity_novelty_{weight:g}", replace(pp, intensity_novelty=novelty.with_weight(weight)))
-    base = replace(pp, case_scale_quantile=None, case_scale_reference=None)
-    done = [apply_postprocessing(s, f, sp, base, in_plane_only, novelty_unit=u)
-            for s, f, sp, u in zip(scores, foregrounds, spacings, units)]
-    for quantile in CASE_SCALE_QUANTILES:
-        reference = float(np.median([case_quantile(d, f, quantile) for d, f in zip(done, foregrounds)]))
-        if reference > 0:
-            trial(f"case_scale_q{quantile:g}", replace(base, case_scale_quantile=quantile,
-                                                      case_scale_reference=reference))
     return pp, trials

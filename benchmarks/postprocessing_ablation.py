@@ -5,8 +5,9 @@
 ``ROOT`` holds a trained model and its development dataset (``UADNET_RAW``/``PREPROCESSED``/``RESULTS`` under it,
 e.g. a ``benchmarks/development.py`` root). Predicts the dataset's ``imagesTs`` with fold 0 four times — the
 postprocessing the fold chose on validation, then without component removal, without it and the median filter,
-and with the residual normalisation, foreground mask and intensity novelty only — and evaluates each with ``uadnet_evaluate
---groups dataset.json`` (pooled AP, case AUROC, AP per lesion kind). The development test set, not the demo's.
+and with the residual normalisation, foreground mask and intensity novelty only — and evaluates each with
+``uadnet_evaluate --groups dataset.json`` (pooled AP, case AUROC, AP per lesion kind). The development test set,
+not the demo's.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ VARIANTS = {
     "without component removal": {"min_component_mm3": None},
     "without component removal and median": {"min_component_mm3": None, "median_size_voxels": None},
     "residual normalisation, foreground and novelty only": {"min_component_mm3": None, "median_size_voxels": None,
-                                                   "gaussian_sigma_mm": None, "multiscale_sigmas_mm": None,
-                                                   "multiscale_divisors": None},
+                                                            "gaussian_sigma_mm": None, "multiscale_sigmas_mm": None,
+                                                            "multiscale_divisors": None},
 }
 
 

@@ -16,6 +16,7 @@ from uadnet.planning.cost_model import (
 from uadnet.planning.hardware import HardwareInfo
 from uadnet.planning.plan_and_preprocess import summarize_plans
 from uadnet.planning.planner import (
+    CPU_NATIVE_2D_MAX_PATCH_EDGE,
     PERCENTILE_HIGH_MAPS_TO,
     SMALL_VALIDATION_ANOMALIES,
     fullres_target_spacing,
@@ -150,6 +151,35 @@ def test_2d_photographs_and_ct_normalisation():
     ct = plan_experiment(fingerprint([[2.0, 0.8, 0.8]] * 5, [[100, 400, 400]] * 5, names=("CT",)), CPU)
     n = ct.normalization[0]
     assert (n.scheme, n.low, n.high) == ("ct", 5.0, 280.0)
+
+
+def test_photographs_on_a_cpu_take_more_smaller_patches_and_volume_slices_keep_theirs():
+    """Natively 2D images on a CPU: the network planned for a 128² patch, trained on patches of at most
+    CPU_NATIVE_2D_MAX_PATCH_EDGE² with the larger batch the same budget buys; 256² slices of a volume keep 128²
+    patches, and a GPU keeps its own largest patch."""
+    photo = fingerprint([[999.0, 1.0, 1.0]] * 5, [[1, 256, 256]] * 5, names=("R", "G", "B"), ending=".png")
+    volume = fingerprint([[1.0, 1.0, 1.0]] * 5, [[120, 256, 256]] * 5)
+    p_cpu = plan_experiment(photo, CPU, time_budget_minutes=20).configurations["2d"]
+    v_cpu = plan_experiment(volume, CPU, time_budget_minutes=20).configurations["2d"]
+    assert p_cpu.patch_size == [CPU_NATIVE_2D_MAX_PATCH_EDGE] * 2
+    assert v_cpu.patch_size == [128, 128]
+    check_topology(v_cpu)
+    assert p_cpu.network == v_cpu.network  # the depth (receptive field) of the 128² patch is kept
+    total = np.prod(p_cpu.network.strides, axis=0)
+    assert all(p % t == 0 and p // t >= 2 for p, t in zip(p_cpu.patch_size, total))
+    for cfg in (p_cpu, v_cpu):
+        assert cfg.training.iterations >= 2000  # the budget still buys the planned steps
+    # about the same pixels per step: the smaller patch is paid for with a larger batch
+    p_px, v_px = np.prod(p_cpu.patch_size) * p_cpu.batch_size, np.prod(v_cpu.patch_size) * v_cpu.batch_size
+    assert p_cpu.batch_size > v_cpu.batch_size and 0.7 < p_px / v_px < 1.5
+    assert plan_experiment(photo, GPU).configurations["2d"].patch_size == [256, 256]
+    # a photograph smaller than the cap is whole in one patch; one between the cap and 128² shrinks to the cap
+    small = plan_experiment(fingerprint([[999.0, 1.0, 1.0]] * 5, [[1, 64, 80]] * 5, names=("R", "G", "B"),
+                                        ending=".png"), CPU).configurations["2d"]
+    assert small.patch_size == [64, 80]
+    mid = plan_experiment(fingerprint([[999.0, 1.0, 1.0]] * 5, [[1, 110, 110]] * 5, names=("R", "G", "B"),
+                                      ending=".png"), CPU).configurations["2d"]
+    assert np.prod(mid.patch_size) <= CPU_NATIVE_2D_MAX_PATCH_EDGE ** 2 and min(mid.patch_size) >= 64
 
 
 def test_network_topology_stops_pooling_small_and_coarse_axes():

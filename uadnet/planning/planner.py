@@ -8,7 +8,9 @@ Rules (each result lands in ``uadnet_plans.json`` and can be edited there):
 * ``2d`` always exists; ``3d`` only for 3D data whose target spacing is not too anisotropic (ratio <= 3) and
   whose median image has at least 8 voxels along every axis;
 * patch = the median foreground-cropped image (whole slices in 2D), rounded to the network's downsampling,
-  shrunk until the compute target fits; the 2D in-plane spacing is not coarsened on a CPU
+  shrunk until the compute target fits (natively 2D images on a CPU: then shrunk to at most
+  ``CPU_NATIVE_2D_MAX_PATCH_EDGE``², the network kept, for more samples per step); the 2D in-plane spacing is not
+  coarsened on a CPU
   (``MAX_CPU_INPLANE_COARSENING``: coarsening a 256² photograph 2x to see whole images halved the development
   AP and cut small-lesion AP five-fold; the sliding window tiles the native grid instead);
 * network depth: downsample an axis while it stays >= 4 voxels (and is not much coarser than the others);
@@ -91,6 +93,12 @@ MIN_ITERATIONS = {2: 2000, 3: 1000}
 # 0.018 vs 0.088, case AUROC 0.42 vs 0.74; documentation/benchmarks.md). Cost of native: more tiles per slice at
 # prediction (e.g. 9 instead of 1 for 256² with 128² patches), less context per training patch.
 MAX_CPU_INPLANE_COARSENING = 1.0
+# Natively 2D images (photographs) on a CPU: the network planned for the largest patch (128², six stages) trains on
+# patches of at most this edge², the budget buying a larger batch (256² RGB, AVX2 budget: 9 x 96² instead of 5 x 128²).
+# Development photographs, three seeds: case AUROC 0.810 -> 0.830, small-lesion AP 0.522 -> 0.576, pooled 0.154 ->
+# 0.161; with the five-stage network of a 96² patch small lesions fell (0.468). Volumes keep whole slices
+# (documentation/benchmarks.md, "Photographs: more, smaller patches").
+CPU_NATIVE_2D_MAX_PATCH_EDGE = 96
 # per device: (max 2D patch voxels, max 3D patch voxels, base width, max width 2D, max width 3D, max batch)
 DEVICE_TARGETS = {
     "cpu": (128 * 128, 64 ** 3, 16, 64, 128, 32),
@@ -189,10 +197,28 @@ def _fit_patch(median_shape: Sequence[float], spacing: Sequence[float], max_voxe
         patch[axis] = max(int(patch[axis] * 0.9), floor[axis])
 
 
+def _shrink_in_strides(patch: Sequence[int], spacing: Sequence[float], strides: Sequence[Sequence[int]],
+                       max_voxels: int) -> list[int]:
+    """``patch`` shrunk in steps of the network's total downsampling (the axis with the largest extent in mm first)
+    until it has at most ``max_voxels``; every axis keeps at least two such steps. The network is unchanged."""
+    total = [int(t) for t in np.prod(strides, 0)]
+    patch = [int(p) for p in patch]
+    while np.prod(patch) > max_voxels:
+        shrinkable = [a for a in range(len(patch)) if patch[a] - total[a] >= 2 * total[a]]
+        if not shrinkable:
+            break
+        axis = max(shrinkable, key=lambda a: patch[a] * spacing[a])
+        patch[axis] -= total[axis]
+    return patch
+
+
 def plan_configuration(name: str, dim: int, spacing: list[float], median_shape: Sequence[float],
                        dataset_voxels: float, hardware: HardwareInfo, memory_target_gb: float,
-                       time_budget_minutes: float | None, plans_name: str) -> ConfigurationPlan:
-    """One configuration: patch, topology, batch size and training length (``spacing``/shape in (z, y, x))."""
+                       time_budget_minutes: float | None, plans_name: str,
+                       max_sample_voxels: int | None = None) -> ConfigurationPlan:
+    """One configuration: patch, topology, batch size and training length (``spacing``/shape in (z, y, x)).
+    ``max_sample_voxels``: the patch planned with its network is then shrunk to at most this many voxels, the
+    network kept (its depth, so its receptive field, stays that of the larger patch)."""
     targets = DEVICE_TARGETS["cpu" if hardware.device == "cpu" else "gpu"]
     max_voxels, base, cap = (targets[0], targets[2], targets[3]) if dim == 2 else (targets[1], targets[2], targets[4])
     axes = slice(1, 3) if dim == 2 else slice(0, 3)
@@ -204,6 +230,8 @@ def plan_configuration(name: str, dim: int, spacing: list[float], median_shape: 
     delay = CPU_2D_DOUBLING_STARTS_AT_STAGE if dim == 2 and hardware.device == "cpu" else 0
     strides, kernels, patch, features = _fit_patch(median_shape[axes], spacing[axes], max_voxels, base, cap,
                                                    memory_target_gb, bytes_per_value, max_seconds, speed, delay)
+    if max_sample_voxels is not None:
+        patch = _shrink_in_strides(patch, spacing[axes], strides, max_sample_voxels)
     per_sample = estimate_memory_gb(patch, strides, features, n_conv, 1, bytes_per_value)
     batch = int(min(targets[5], max(memory_target_gb // per_sample, 1)))
     if dim == 3:  # nnU-Net's cap: one batch covers at most 5 % of all training voxels (2D samples are many)
@@ -312,8 +340,9 @@ def plan_experiment(fingerprint: dict[str, Any], hardware: HardwareInfo | None =
         inplane = inplane / factor
     median_2d = [float(np.median(shapes[:, 0])), *inplane]
     voxels_2d = float(np.sum(shapes[:, 0] * np.prod(shapes[:, 1:] * spacings[:, 1:] / spacing_2d[1:], axis=1)))
+    native_2d_cap = CPU_NATIVE_2D_MAX_PATCH_EDGE ** 2 if on_cpu and is_2d else None
     configurations["2d"] = plan_configuration("2d", 2, spacing_2d, median_2d, voxels_2d, hardware,
-                                              memory_target_gb, time_budget_minutes, plans_name)
+                                              memory_target_gb, time_budget_minutes, plans_name, native_2d_cap)
     median_3d = np.median(shapes * spacings / np.asarray(target), 0)
     if not is_2d and max(target) / min(target) <= ANISOTROPY_THRESHOLD and min(median_3d) >= 2 * MIN_FEATURE_SIZE:
         voxels_3d = float(np.sum(np.prod(shapes * spacings / np.asarray(target), axis=1)))

@@ -134,3 +134,52 @@ def test_planned_validation_adds_small_anomalies_of_their_own_class(uadnet_env):
         assert not np.array_equal(a.corrupted, b.corrupted)
     with pytest.raises(Exception, match="small_anomalies"):
         Plans.from_dict({**plans.to_dict(), "validation": {**plans.validation.__dict__, "small_anomalies": -1}})
+
+
+# ------------------------------------------------------------------------------------ intensity blobs (validation)
+def _blob_image(channels: int = 1, shape=(24, 40, 40)) -> tuple[np.ndarray, np.ndarray]:
+    image = np.full((channels, *shape), 0.4, np.float32)
+    image += np.linspace(0, 0.2, shape[-1], dtype=np.float32)  # a ramp: a multiplicative change, not an additive one
+    fg = np.zeros(shape, bool)
+    fg[2:-2, 4:-4, 4:-4] = True
+    return image, fg
+
+
+def test_intensity_blobs_scale_the_intensity_inside_the_shape_only():
+    from uadnet.corruption import IntensityBlobs
+
+    image, fg = _blob_image()
+    out = IntensityBlobs(size_mm=(10.0, 16.0), relative_change=(0.2, 0.4))(image, fg, np.random.default_rng(1),
+                                                                            (1.0, 1.0, 1.0))
+    changed = np.abs(out.image - image)[0] > 1e-7
+    assert changed.any() and not changed[~fg].any() and (out.mask[changed] > 0).all()
+    # one relative change r everywhere: x' / x - 1 = s · r · m (single channel: gain 1)
+    ratio = (out.image[0] / image[0] - 1)[out.mask > 0.05] / out.mask[out.mask > 0.05]
+    assert np.ptp(ratio) < 1e-4 and 0.2 - 1e-4 <= abs(ratio[0]) <= 0.4 + 1e-4
+    again = IntensityBlobs(size_mm=(10.0, 16.0), relative_change=(0.2, 0.4))(image, fg, np.random.default_rng(1),
+                                                                              (1.0, 1.0, 1.0))
+    np.testing.assert_array_equal(out.image, again.image)
+    assert 0 < out.severity <= 1
+
+
+def test_intensity_blobs_are_sized_in_mm_and_change_colour_in_several_channels():
+    from uadnet.corruption import IntensityBlobs
+
+    image, fg = _blob_image(channels=3)
+    extents = {}
+    for spacing in (1.0, 2.0):
+        blobs = IntensityBlobs(size_mm=(12.0, 12.0), edge_sigma_voxels=(0.0, 0.0))
+        sizes = []
+        for seed in range(20):
+            mask = blobs(image, fg, np.random.default_rng(seed), (spacing,) * 3).mask >= 0.5
+            sizes.append(max(np.ptp(np.nonzero(mask)[a]) + 1 for a in range(3)))
+        extents[spacing] = np.median(sizes)
+    assert 10 <= extents[1.0] <= 18 and 5 <= extents[2.0] <= 9  # 12 mm: 12 voxels at 1 mm (rotated boxes longer), 6 at 2
+    out = IntensityBlobs()(image, fg, np.random.default_rng(4), (1.0, 1.0, 1.0))
+    inside = out.mask > 0.5
+    per_channel = [np.median(out.image[c][inside] / image[c][inside] - 1) for c in range(3)]
+    assert len({np.sign(v) for v in per_channel}) == 1 and np.ptp(per_channel) > 1e-3  # one sign, other gains
+    tiny = IntensityBlobs.small((0.5, 0.5))(image, fg, np.random.default_rng(0), (2.0, 2.0, 2.0)).mask
+    assert np.count_nonzero(tiny >= 0.5) >= 4  # raised to two voxels of the finest axis
+    with pytest.raises(ValueError, match="relative_change"):
+        IntensityBlobs(relative_change=(0.0, 0.5))

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from uadnet.corruption.base import Identity
 from uadnet.corruption.dag import DAG
 from uadnet.corruption.fpi import FPI
+from uadnet.corruption.intensity_blobs import IntensityBlobs
 from uadnet.corruption.many_tasks import ManyTasks
 from uadnet.corruption.synomaly_noise import SynomalyNoise, SynomalyTrainingNoise
 
@@ -21,6 +22,7 @@ CORRUPTIONS: dict[str, type] = {
     "synomaly": SynomalyNoise,  # Synomaly noise drawn on the image (galleries; ``.sample`` gives the noise)
     "synomaly_noise": SynomalyTrainingNoise,  # Synomaly training: clean image + ``noise`` for the forward process
     "none": Identity,  # healthy patches only (the autoencoder baseline)
+    "intensity_blobs": IntensityBlobs,  # validation: lesion-like regions of scaled intensity (colour)
 }
 
 

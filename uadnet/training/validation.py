@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from uadnet.corruption.intensity_blobs import IntensityBlobs
 from uadnet.corruption.many_tasks import ManyTasks
 from uadnet.corruption.registry import build_corruption
 from uadnet.plans import ConfigurationPlan, Plans
@@ -64,8 +65,9 @@ def make_validation_set(preprocessed_dataset_folder: str | os.PathLike, plans: P
     """Up to ``validation.max_cases`` of ``case_ids`` (evenly spread over the sorted list), each with anomalies of
     ``validation.corruption`` (a "many tasks" family sized by ``validation.size_law`` when set) drawn with
     ``validation.seed``, then ``validation.small_anomalies`` small ones (label 2, where the others are not; their own
-    random stream, so the others do not depend on them): fractal intensity changes (when that task validates) of
-    ``SMALL_INTENSITY_SCALE``; the foreign image of case i is case i + 1."""
+    random stream, so the others do not depend on them): spots of the same family for ``intensity_blobs``, else
+    fractal intensity changes (when that task validates) of ``SMALL_INTENSITY_SCALE``; the foreign image of case i is
+    case i + 1."""
     cfg, vp = plans.configuration(configuration), plans.validation
     seed = vp.seed
     ids = sorted(case_ids)
@@ -75,8 +77,10 @@ def make_validation_set(preprocessed_dataset_folder: str | os.PathLike, plans: P
     corruption = build_corruption(vp.corruption, plans)
     if vp.size_law is not None and hasattr(corruption, "size_law"):
         corruption.size_law = vp.size_law
-    small = None
-    if vp.small_anomalies > 0:
+    small: IntensityBlobs | ManyTasks | None = None
+    if vp.small_anomalies > 0 and vp.corruption == "intensity_blobs":
+        small = IntensityBlobs.small(vp.small_size_mm)
+    elif vp.small_anomalies > 0:
         tasks = ["fractal_intensity"] if "fractal_intensity" in vp.tasks else list(vp.tasks)
         small = ManyTasks(tasks, max_anomalies=1, clean_fraction=0.0, size_mm=vp.small_size_mm,
                           intensity_scale=SMALL_INTENSITY_SCALE)

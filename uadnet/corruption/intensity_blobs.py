@@ -3,9 +3,10 @@
 Each blob is a soft shape m (``shapes.random_shape``: box, ellipsoid or irregular blob, full extent log-uniform in
 ``size_mm`` per axis, edges softened by σ ~ U(``edge_sigma_voxels``)) centred on a random foreground voxel; inside it
 every channel is multiplied by ``1 + s·r·g_c·m`` with sign s = ±1, relative change r log-uniform in
-``relative_change`` (default 0.3–0.8: from 0.1, most blobs were at chance for every development model) and, for images of several channels, a per-channel gain g_c ~ U(0.5, 1) (a change of colour, not
-only of brightness; g = 1 for one channel). Then clipped to [0, 1]. No method trains on this family: it is what
-``validation.corruption: intensity_blobs`` validates with (documentation/benchmarks.md, "Validation anomalies").
+``relative_change`` (default 0.3–0.8: from 0.1, the development photographs' models scored most blobs near chance)
+and, for images of several channels, a per-channel gain g_c ~ U(0.5, 1) (a change of colour, not only of brightness;
+g = 1 for one channel). Then clipped to [0, 1]. No method trains on this family: ``validation.corruption:
+intensity_blobs`` validates with it, an option (documentation/benchmarks.md, "Validation anomalies that rank runs").
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ class IntensityBlobs:
 
     def __post_init__(self) -> None:
         if len(self.size_mm) != 2 or not 0 < self.size_mm[0] <= self.size_mm[1]:
-            raise ValueError(f"intensity blobs: size_mm must be [lo, hi] mm with 0 < lo <= hi, got {list(self.size_mm)}")
+            raise ValueError(f"intensity blobs: size_mm must be [lo, hi] mm with 0 < lo <= hi, got {list(self.size_mm)}"
+                             ": fix validation.small_size_mm or corruption.shape_size_mm in uadnet_plans.json")
         if len(self.relative_change) != 2 or not 0 < self.relative_change[0] <= self.relative_change[1]:
             raise ValueError("intensity blobs: relative_change must be [lo, hi] with 0 < lo <= hi, got "
                              f"{list(self.relative_change)}")

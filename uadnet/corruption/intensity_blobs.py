@@ -71,10 +71,10 @@ class IntensityBlobs:
         sizes = (low, max(low, float(self.size_mm[1])))
         out = np.array(image, np.float32)
         mask = np.zeros(fg.shape, np.float32)
+        lo, hi = (np.log(float(v)) for v in self.relative_change)
         for _ in range(int(self.count)):
             m = random_shape(fg.shape, fg, rng, spacing, sizes, edge_sigma_voxels=tuple(self.edge_sigma_voxels),
                              edge_probability=1.0, size_distribution="log_uniform")
-            lo, hi = (np.log(float(v)) for v in self.relative_change)
             r = float(np.exp(rng.uniform(lo, hi))) * (1.0 if rng.random() < 0.5 else -1.0)
             gain = rng.uniform(*CHANNEL_GAIN, image.shape[0]) if image.shape[0] > 1 else np.ones(1)
             out *= 1.0 + np.float32(r) * gain.astype(np.float32)[:, None, None, None] * m[None]
